@@ -1,0 +1,54 @@
+//! `modelroute.dev/v1alpha1`: the first served version of ModelRoute.
+//!
+//! A ModelRoute names the upstream providers a workload may use and the routes that map the
+//! model aliases the application asks for onto those providers.
+
+mod policy;
+mod provider;
+mod route;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use policy::{CircuitBreakerPolicy, RetryPolicy, Timeouts};
+pub use provider::{
+    ApiKeySource, MockFailure, MockFailureMode, MockSpec, ProviderKind, ProviderSpec,
+    SecretKeyRef,
+};
+pub use route::{FallbackTarget, RouteSpec, WeightedTarget};
+
+/// Providers and the routes over them that the selected workloads may use.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "modelroute.dev",
+    version = "v1alpha1",
+    kind = "ModelRoute",
+    namespaced,
+    shortname = "mr",
+    status = "ModelRouteStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelRouteSpec {
+    /// Upstream endpoints, each with a unique name the routes refer to.
+    #[serde(default)]
+    pub providers: Vec<ProviderSpec>,
+    /// Model aliases the application may ask for, each mapped onto provider targets.
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+}
+
+/// What the operator last observed about a ModelRoute.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelRouteStatus {
+    /// The `metadata.generation` the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Invalid` and `Degraded`, with reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,124 @@
+//! Providers: where requests go and how they authenticate.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Duration;
+
+/// One upstream endpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderSpec {
+    /// Unique within the ModelRoute; routes refer to it.
+    pub name: String,
+    /// The wire protocol the endpoint speaks.
+    pub kind: ProviderKind,
+    /// Base URL the API paths are appended to, e.g. `https://api.openai.com/v1`.
+    /// Defaults to the provider's public endpoint where it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Where the API key comes from. Optional for servers that need none (vLLM, Ollama).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<ApiKeySource>,
+    /// Extra headers sent on every upstream request (e.g. `OpenAI-Organization`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// How long to wait for a TCP + TLS connection. Default 5s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<Duration>,
+    /// Behaviour of the built-in `mock` provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mock: Option<MockSpec>,
+}
+
+/// The wire protocol a provider speaks.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum ProviderKind {
+    /// OpenAI, and every OpenAI-compatible server: DeepSeek, Mistral, Groq, Together,
+    /// Fireworks, OpenRouter, vLLM, Ollama, Qwen compatible mode.
+    #[serde(rename = "openai")]
+    OpenAi,
+    /// The built-in deterministic responder, for quickstarts, demos and tests.
+    #[serde(rename = "mock")]
+    Mock,
+}
+
+/// Exactly one source for an API key, in the style of a Kubernetes `EnvVarSource`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiKeySource {
+    /// Name of an environment variable of the sidecar process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Path of a file holding the key (trailing whitespace is ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The key itself. For local experiments only: it then lives in the YAML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// A key of a Secret in the ModelRoute's own namespace (resolved by the operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+}
+
+/// A key within a Secret of the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
+/// How the built-in mock provider answers.
+///
+/// Replies are deterministic: the same request always gets the same text, so demos and
+/// tests can assert on it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MockSpec {
+    /// Fixed reply text. Default: a sentence that echoes the last user message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<String>,
+    /// Delay before the response starts. Default 0s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Duration>,
+    /// Delay between streamed chunks. Default 0s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_delay: Option<Duration>,
+    /// Words per streamed chunk. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub words_per_chunk: Option<u32>,
+    /// Fail some requests on purpose, to try out retries and fallbacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<MockFailure>,
+}
+
+/// A deterministic failure: every `every`-th request fails the way `mode` says.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MockFailure {
+    pub mode: MockFailureMode,
+    /// HTTP status for `mode: status`. Default 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// `Retry-After` sent with the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<Duration>,
+    /// Fail one request in this many (1 = all). Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<u32>,
+}
+
+/// How a mock failure shows itself.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum MockFailureMode {
+    /// Answer with an error status and an OpenAI-shaped error body.
+    Status,
+    /// Never answer.
+    Hang,
+    /// Start a stream and stop halfway without finishing it.
+    CutStream,
+}

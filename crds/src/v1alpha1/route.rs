@@ -1,0 +1,47 @@
+//! Routes: model aliases mapped onto provider targets.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{CircuitBreakerPolicy, RetryPolicy, Timeouts};
+
+/// A model alias and where its requests go.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteSpec {
+    /// The `model` the application sends, e.g. `gpt-4o` or `chat-default`.
+    pub model: String,
+    /// Targets sharing the traffic by weight. A failing target's requests move on to the
+    /// other targets, then down the fallback chain.
+    pub targets: Vec<WeightedTarget>,
+    /// Tried in order once every target has failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<FallbackTarget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerPolicy>,
+}
+
+/// A provider and the model name it knows, with a share of the traffic.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WeightedTarget {
+    /// Name of a provider of this ModelRoute.
+    pub provider: String,
+    /// The model name sent upstream.
+    pub model: String,
+    /// Relative share of traffic. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+/// A provider and model tried when the targets have failed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FallbackTarget {
+    pub provider: String,
+    pub model: String,
+}
