@@ -24,7 +24,10 @@ pub fn from_yaml_documents(text: &str) -> Result<Vec<ModelRoute>, String> {
         .enumerate()
         .map(|(i, doc)| {
             let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or("<none>");
-            let api_version = doc.get("apiVersion").and_then(|k| k.as_str()).unwrap_or("<none>");
+            let api_version = doc
+                .get("apiVersion")
+                .and_then(|k| k.as_str())
+                .unwrap_or("<none>");
             if kind != "ModelRoute" || api_version != "modelroute.dev/v1alpha1" {
                 return Err(format!(
                     "document {}: expected apiVersion modelroute.dev/v1alpha1, kind ModelRoute; \

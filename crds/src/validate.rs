@@ -7,10 +7,10 @@
 use std::collections::HashSet;
 use std::fmt;
 
+use crate::Duration;
 use crate::v1alpha1::{
     ApiKeySource, MockFailure, ModelRouteSpec, ProviderKind, ProviderSpec, RouteSpec,
 };
-use crate::Duration;
 
 /// One problem with a ModelRoute.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,7 +29,10 @@ pub fn validate(spec: &ModelRouteSpec) -> Vec<Invalid> {
         if !names.insert(provider.name.as_str()) {
             problems.add(
                 format!("{path}.name"),
-                format!("provider name {:?} is used twice; names must be unique", provider.name),
+                format!(
+                    "provider name {:?} is used twice; names must be unique",
+                    provider.name
+                ),
             );
         }
         check_provider(provider, &path, &mut problems);
@@ -40,7 +43,10 @@ pub fn validate(spec: &ModelRouteSpec) -> Vec<Invalid> {
         if !aliases.insert(route.model.as_str()) {
             problems.add(
                 format!("{path}.model"),
-                format!("model alias {:?} has two routes; merge them into one", route.model),
+                format!(
+                    "model alias {:?} has two routes; merge them into one",
+                    route.model
+                ),
             );
         }
         check_route(route, &names, &path, &mut problems);
@@ -123,7 +129,10 @@ fn check_provider(p: &ProviderSpec, path: &str, problems: &mut Problems) {
     problems.positive(format!("{path}.connectTimeout"), p.connect_timeout);
     if let Some(mock) = &p.mock {
         if mock.words_per_chunk == Some(0) {
-            problems.add(format!("{path}.mock.wordsPerChunk"), "must be at least 1".into());
+            problems.add(
+                format!("{path}.mock.wordsPerChunk"),
+                "must be at least 1".into(),
+            );
         }
         if let Some(failure) = &mock.failure {
             check_mock_failure(failure, &format!("{path}.mock.failure"), problems);
@@ -152,7 +161,10 @@ fn check_api_key(key: &ApiKeySource, path: &str, problems: &mut Problems) {
     }
     if let Some(r) = &key.secret_ref {
         if r.name.is_empty() || r.key.is_empty() {
-            problems.add(format!("{path}.secretRef"), "name and key are required".into());
+            problems.add(
+                format!("{path}.secretRef"),
+                "name and key are required".into(),
+            );
         }
     }
 }
@@ -167,20 +179,35 @@ fn check_mock_failure(f: &MockFailure, path: &str, problems: &mut Problems) {
         }
     }
     if f.every == Some(0) {
-        problems.add(format!("{path}.every"), "must be at least 1 (1 = every request)".into());
+        problems.add(
+            format!("{path}.every"),
+            "must be at least 1 (1 = every request)".into(),
+        );
     }
 }
 
 fn check_route(route: &RouteSpec, providers: &HashSet<&str>, path: &str, problems: &mut Problems) {
     if route.model.trim().is_empty() {
-        problems.add(format!("{path}.model"), "the model alias must not be empty".into());
+        problems.add(
+            format!("{path}.model"),
+            "the model alias must not be empty".into(),
+        );
     }
     if route.targets.is_empty() {
-        problems.add(format!("{path}.targets"), "a route needs at least one target".into());
+        problems.add(
+            format!("{path}.targets"),
+            "a route needs at least one target".into(),
+        );
     }
     let mut seen = HashSet::new();
-    let targets = route.targets.iter().map(|t| (&t.provider, &t.model, "targets"));
-    let fallbacks = route.fallbacks.iter().map(|t| (&t.provider, &t.model, "fallbacks"));
+    let targets = route
+        .targets
+        .iter()
+        .map(|t| (&t.provider, &t.model, "targets"));
+    let fallbacks = route
+        .fallbacks
+        .iter()
+        .map(|t| (&t.provider, &t.model, "fallbacks"));
     let mut index = [0usize; 2];
     for (provider, model, list) in targets.chain(fallbacks) {
         let slot = usize::from(list == "fallbacks");
@@ -193,7 +220,10 @@ fn check_route(route: &RouteSpec, providers: &HashSet<&str>, path: &str, problem
             );
         }
         if model.trim().is_empty() {
-            problems.add(format!("{at}.model"), "the upstream model must not be empty".into());
+            problems.add(
+                format!("{at}.model"),
+                "the upstream model must not be empty".into(),
+            );
         }
         if !seen.insert((provider, model)) {
             problems.add(
@@ -223,7 +253,10 @@ fn check_route(route: &RouteSpec, providers: &HashSet<&str>, path: &str, problem
             }
         }
         if retry.attempts.is_some_and(|a| a > 10) {
-            problems.add(format!("{at}.attempts"), "at most 10 retries per target".into());
+            problems.add(
+                format!("{at}.attempts"),
+                "at most 10 retries per target".into(),
+            );
         }
     }
     if let Some(t) = &route.timeouts {
@@ -256,7 +289,9 @@ fn check_base_url(url: &str) -> Result<(), String> {
         return Err(format!("{url:?} has no host"));
     }
     if url.contains(['?', '#']) || url.chars().any(char::is_whitespace) {
-        return Err(format!("{url:?} must be a plain base URL without query, fragment or spaces"));
+        return Err(format!(
+            "{url:?} must be a plain base URL without query, fragment or spaces"
+        ));
     }
     Ok(())
 }
@@ -265,13 +300,16 @@ fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
 
 fn is_header_name(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+    !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
 #[cfg(test)]

@@ -6,7 +6,10 @@ use modelroute_crds::ModelRoute;
 
 #[test]
 fn committed_crd_matches_the_types() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/modelroute.dev_modelroutes.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/modelroute.dev_modelroutes.yaml"
+    );
     let committed = std::fs::read_to_string(path).expect("read committed CRD");
     let generated = serde_saphyr::to_string(&ModelRoute::crd()).unwrap();
     assert!(

@@ -14,8 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use policy::{CircuitBreakerPolicy, RetryPolicy, Timeouts};
 pub use provider::{
-    ApiKeySource, MockFailure, MockFailureMode, MockSpec, ProviderKind, ProviderSpec,
-    SecretKeyRef,
+    ApiKeySource, MockFailure, MockFailureMode, MockSpec, ProviderKind, ProviderSpec, SecretKeyRef,
 };
 pub use route::{FallbackTarget, RouteSpec, WeightedTarget};
 

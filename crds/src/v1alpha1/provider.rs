@@ -28,6 +28,11 @@ pub struct ProviderSpec {
     /// How long to wait for a TCP + TLS connection. Default 5s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<Duration>,
+    /// Ask OpenAI-compatible servers for a usage chunk on streams
+    /// (`stream_options.include_usage`), so tokens are counted. Default true; set false
+    /// for servers that reject the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_usage: Option<bool>,
     /// Behaviour of the built-in `mock` provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mock: Option<MockSpec>,

@@ -79,7 +79,10 @@ fn api_key_needs_exactly_one_source() {
     let s = spec(
         "  providers:\n    - {name: a, kind: openai, apiKey: {env: A, file: /k}}\n    - {name: b, kind: openai, apiKey: {}}\n",
     );
-    assert_eq!(paths(&s), vec!["spec.providers[0].apiKey", "spec.providers[1].apiKey"]);
+    assert_eq!(
+        paths(&s),
+        vec!["spec.providers[0].apiKey", "spec.providers[1].apiKey"]
+    );
 }
 
 #[test]

@@ -1,0 +1,1 @@
+//! End-to-end support: spawning binaries, fake providers, load generation.

@@ -1,0 +1,326 @@
+//! ModelRoutes -> [`RouteTable`]: validate, resolve keys, build providers and routes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Uri};
+use modelroute_crds::v1alpha1::{ApiKeySource, ProviderKind, ProviderSpec, RouteSpec};
+use modelroute_crds::{ModelRoute, validate};
+use sha2::{Digest, Sha256};
+
+use super::table::{BreakerPolicy, RetryPolicy, Route, RouteTable, Target, Timeouts};
+use crate::dispatch::breaker::Breaker;
+use crate::provider::{Backend, MockProvider, OpenAiProvider, Provider, client};
+use crate::secret::Secret;
+use crate::telemetry::Metrics;
+
+const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a config was refused: every problem found, each naming its document and field.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CompileError {
+    pub problems: Vec<String>,
+}
+
+/// Builds a table from `docs`. `previous` lends its connection pools and circuit
+/// breakers to unchanged endpoints, so a reload neither drops warm connections nor
+/// forgets that a target is failing.
+pub fn compile(
+    docs: &[ModelRoute],
+    source: &str,
+    previous: Option<&RouteTable>,
+    metrics: &Metrics,
+) -> Result<RouteTable, CompileError> {
+    let mut problems = Vec::new();
+    let mut hasher = Sha256::new();
+    let mut providers_out = Vec::new();
+    let mut routes = HashMap::new();
+    let mut route_owner: HashMap<String, String> = HashMap::new();
+    let old_breakers: HashMap<String, Arc<Breaker>> = previous
+        .map(|t| {
+            t.targets()
+                .map(|t| (breaker_key(&t.provider, &t.model), t.breaker.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut breakers: HashMap<String, Arc<Breaker>> = HashMap::new();
+
+    for doc in docs {
+        let doc_name = doc_name(doc);
+        hasher.update(
+            serde_json::to_vec(&(&doc.metadata.name, &doc.metadata.namespace, &doc.spec))
+                .unwrap_or_default(),
+        );
+        let invalid = validate(&doc.spec);
+        if !invalid.is_empty() {
+            problems.extend(invalid.iter().map(|p| format!("{doc_name}: {p}")));
+            continue;
+        }
+        let mut by_name: HashMap<&str, Arc<Provider>> = HashMap::new();
+        for (i, spec) in doc.spec.providers.iter().enumerate() {
+            let path = format!("{doc_name}: spec.providers[{i}]");
+            match build_provider(spec, previous, &mut hasher) {
+                Ok(p) => {
+                    let p = Arc::new(p);
+                    by_name.insert(&spec.name, p.clone());
+                    providers_out.push(p);
+                }
+                Err(e) => problems.push(format!("{path}.{e}")),
+            }
+        }
+        for (i, spec) in doc.spec.routes.iter().enumerate() {
+            if let Some(owner) = route_owner.get(&spec.model) {
+                problems.push(format!(
+                    "{doc_name}: spec.routes[{i}].model: alias {:?} is already routed by {owner}",
+                    spec.model
+                ));
+                continue;
+            }
+            route_owner.insert(spec.model.clone(), doc_name.clone());
+            let mut target = |provider: &str, model: &str, weight: u32| {
+                let provider = by_name.get(provider)?.clone();
+                let key = breaker_key(&provider, model);
+                let label: Arc<str> = format!("{}/{model}", provider.name).into();
+                let breaker = breakers
+                    .entry(key.clone())
+                    .or_insert_with(|| {
+                        old_breakers.get(&key).cloned().unwrap_or_else(|| {
+                            Arc::new(Breaker::new(metrics.circuit_gauge(&label)))
+                        })
+                    })
+                    .clone();
+                Some(Arc::new(Target {
+                    label,
+                    provider,
+                    model: model.into(),
+                    weight,
+                    breaker,
+                }))
+            };
+            let targets: Option<Vec<_>> = spec
+                .targets
+                .iter()
+                .map(|t| target(&t.provider, &t.model, t.weight.unwrap_or(1)))
+                .collect();
+            let fallbacks: Option<Vec<_>> = spec
+                .fallbacks
+                .iter()
+                .map(|t| target(&t.provider, &t.model, 1))
+                .collect();
+            // A provider that failed to build was reported above.
+            let (Some(targets), Some(fallbacks)) = (targets, fallbacks) else {
+                continue;
+            };
+            let alias: Arc<str> = spec.model.as_str().into();
+            let route = Route {
+                alias: alias.clone(),
+                targets,
+                fallbacks,
+                retry: retry_policy(spec),
+                timeouts: timeouts(spec),
+                breaker: breaker_policy(spec),
+            };
+            routes.insert(alias, Arc::new(route));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(CompileError { problems });
+    }
+    let mut aliases: Vec<Arc<str>> = routes.keys().cloned().collect();
+    aliases.sort_unstable();
+    let hash = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(RouteTable {
+        version: previous.map_or(1, |p| p.version + 1),
+        hash,
+        source: source.to_string(),
+        routes,
+        aliases,
+        providers: providers_out,
+        redacted: super::redact::redact(docs),
+    })
+}
+
+fn build_provider(
+    spec: &ProviderSpec,
+    previous: Option<&RouteTable>,
+    hasher: &mut Sha256,
+) -> Result<Provider, String> {
+    let connect_timeout = spec
+        .connect_timeout
+        .map_or(DEFAULT_CONNECT_TIMEOUT, Into::into);
+    let backend = match spec.kind {
+        ProviderKind::Mock => {
+            Backend::Mock(MockProvider::new(spec.mock.clone().unwrap_or_default()))
+        }
+        ProviderKind::OpenAi => {
+            let base = spec
+                .base_url
+                .as_deref()
+                .unwrap_or(OPENAI_BASE_URL)
+                .trim_end_matches('/');
+            let uri = |path: &str| {
+                format!("{base}{path}")
+                    .parse::<Uri>()
+                    .map_err(|e| format!("baseUrl: {e}"))
+            };
+            let key = match &spec.api_key {
+                Some(source) => Some(resolve_key(source)?),
+                None => None,
+            };
+            if let Some(k) = &key {
+                hasher.update(Sha256::digest(k.expose().as_bytes()));
+            }
+            let auth = match &key {
+                Some(k) => Some(Secret::new(
+                    HeaderValue::from_str(&format!("Bearer {}", k.expose()))
+                        .map(|mut v| {
+                            v.set_sensitive(true);
+                            v
+                        })
+                        .map_err(|_| {
+                            "apiKey: the key contains characters not allowed in a header"
+                                .to_string()
+                        })?,
+                )),
+                None => None,
+            };
+            let mut headers = HeaderMap::new();
+            for (name, value) in &spec.headers {
+                let name = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("headers: {name:?} is not a valid header name"))?;
+                let mut value = HeaderValue::from_str(value).map_err(|_| {
+                    format!("headers.{name}: the value is not a valid header value")
+                })?;
+                value.set_sensitive(true);
+                headers.insert(name, value);
+            }
+            let endpoint = endpoint(spec.kind, base, connect_timeout);
+            let client = previous
+                .and_then(|t| t.providers().iter().find(|p| p.endpoint == endpoint))
+                .and_then(|p| match &p.backend {
+                    Backend::OpenAi(o) => Some(o.client.clone()),
+                    Backend::Mock(_) => None,
+                })
+                .unwrap_or_else(|| client::build(connect_timeout));
+            Backend::OpenAi(OpenAiProvider {
+                chat_uri: uri("/chat/completions")?,
+                embeddings_uri: uri("/embeddings")?,
+                auth,
+                key,
+                headers,
+                stream_usage: spec.stream_usage.unwrap_or(true),
+                client,
+            })
+        }
+    };
+    let endpoint = match spec.kind {
+        ProviderKind::Mock => format!("mock|{}", spec.name),
+        ProviderKind::OpenAi => endpoint(
+            spec.kind,
+            spec.base_url
+                .as_deref()
+                .unwrap_or(OPENAI_BASE_URL)
+                .trim_end_matches('/'),
+            connect_timeout,
+        ),
+    };
+    Ok(Provider {
+        name: spec.name.as_str().into(),
+        kind: spec.kind,
+        endpoint,
+        backend,
+    })
+}
+
+/// Reads a key from its source. Messages name the source, never the key.
+fn resolve_key(source: &ApiKeySource) -> Result<Secret<String>, String> {
+    let key = if let Some(var) = &source.env {
+        std::env::var(var)
+            .map_err(|_| format!("apiKey.env: environment variable {var} is not set"))?
+    } else if let Some(path) = &source.file {
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("apiKey.file: cannot read {path}: {e}"))?
+    } else if let Some(value) = &source.value {
+        value.clone()
+    } else {
+        return Err("apiKey.secretRef: Secrets are resolved by the operator; \
+                    when running with --config use env, file or value"
+            .into());
+    };
+    let key = key.trim().to_string();
+    if key.is_empty() {
+        return Err("apiKey: the key is empty".into());
+    }
+    Ok(Secret::new(key))
+}
+
+fn endpoint(kind: ProviderKind, base: &str, connect_timeout: Duration) -> String {
+    format!("{kind:?}|{base}|{}ms", connect_timeout.as_millis())
+}
+
+fn breaker_key(provider: &Provider, model: &str) -> String {
+    format!("{}|{}|{model}", provider.endpoint, provider.name)
+}
+
+fn doc_name(doc: &ModelRoute) -> String {
+    let name = doc.metadata.name.as_deref().unwrap_or("<unnamed>");
+    match &doc.metadata.namespace {
+        Some(ns) => format!("ModelRoute {ns}/{name}"),
+        None => format!("ModelRoute {name}"),
+    }
+}
+
+fn retry_policy(spec: &RouteSpec) -> RetryPolicy {
+    let d = RetryPolicy::default();
+    let Some(r) = &spec.retry else { return d };
+    RetryPolicy {
+        attempts: r.attempts.unwrap_or(d.attempts),
+        backoff_base: r.backoff_base.map_or(d.backoff_base, Into::into),
+        backoff_max: r.backoff_max.map_or(d.backoff_max, Into::into),
+        max_retry_after: r.max_retry_after.map_or(d.max_retry_after, Into::into),
+    }
+}
+
+fn timeouts(spec: &RouteSpec) -> Timeouts {
+    let d = Timeouts::default();
+    let Some(t) = &spec.timeouts else { return d };
+    let total = t.total.map_or(d.total, Into::into);
+    Timeouts {
+        first_byte: t.first_byte.map_or(d.first_byte.min(total), Into::into),
+        idle: t.idle.map_or(d.idle, Into::into),
+        total,
+        keep_alive: t.keep_alive.map_or(d.keep_alive, Into::into),
+    }
+}
+
+fn breaker_policy(spec: &RouteSpec) -> BreakerPolicy {
+    let d = BreakerPolicy::default();
+    let Some(b) = &spec.circuit_breaker else {
+        return d;
+    };
+    BreakerPolicy {
+        consecutive_failures: b.consecutive_failures.unwrap_or(d.consecutive_failures),
+        cooldown: b.cooldown.map_or(d.cooldown, Into::into),
+    }
+}
+
+// === impl CompileError ===
+
+impl fmt::Display for CompileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.problems.join("; "))
+    }
+}
+
+impl std::error::Error for CompileError {}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,183 @@
+//! Sending a request to a route: the try loop over targets with retries, backoff,
+//! `Retry-After`, circuit breakers and the fallback chain.
+//!
+//! [`run`] knows nothing about HTTP bodies: the caller passes a function that makes one
+//! try against one target and says how it went. Everything it returns happens before a
+//! byte reaches the client, so every failover here is invisible to the client.
+
+pub mod backoff;
+pub mod breaker;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::config::{Route, Target};
+use crate::error::ProxyError;
+use crate::provider::classify::{Disposition, ErrorBody};
+use crate::telemetry::Metrics;
+use backoff::Backoff;
+
+/// How one try failed.
+#[derive(Debug)]
+pub struct TryError {
+    pub disposition: Disposition,
+    /// The upstream's status, when it answered with one.
+    pub status: Option<StatusCode>,
+    /// The upstream's error, already scrubbed of the provider key.
+    pub error: ErrorBody,
+    pub retry_after: Option<Duration>,
+    /// Metric label for the attempt's outcome.
+    pub outcome: &'static str,
+}
+
+/// The answer, the target that gave it, and how many tries it took.
+#[derive(Debug)]
+pub struct Success<T> {
+    pub value: T,
+    pub target: Arc<Target>,
+    pub attempts: u32,
+}
+
+/// Tries `route`'s targets in plan order until one succeeds.
+///
+/// Per target: a try, then up to `retry.attempts` retries of retriable failures, waiting
+/// the backoff or the upstream's `Retry-After` (one longer than `maxRetryAfter` moves on
+/// at once). Targets whose circuit is open are skipped. A failure that is the request's
+/// own fault ends the loop at once. The caller bounds the whole loop with the total
+/// deadline.
+pub async fn run<T, F, Fut>(
+    route: &Route,
+    metrics: &Metrics,
+    mut attempt: F,
+) -> Result<Success<T>, ProxyError>
+where
+    F: FnMut(Arc<Target>) -> Fut,
+    Fut: Future<Output = Result<T, TryError>>,
+{
+    let mut attempts = 0u32;
+    let mut last: Option<(Arc<Target>, TryError)> = None;
+    for target in route.plan() {
+        let mut backoff = Backoff::new(&route.retry);
+        let mut retries = 0;
+        loop {
+            let Some(permit) = target.breaker.acquire(&route.breaker) else {
+                metrics.attempt(&route.alias, &target.label, "circuit_open");
+                break;
+            };
+            if retries == 0 && last.is_some() {
+                metrics.fallback(&route.alias);
+            }
+            attempts += 1;
+            let err = match attempt(target.clone()).await {
+                Ok(value) => {
+                    permit.success();
+                    metrics.attempt(&route.alias, &target.label, "ok");
+                    return Ok(Success {
+                        value,
+                        target,
+                        attempts,
+                    });
+                }
+                Err(err) => err,
+            };
+            metrics.attempt(&route.alias, &target.label, err.outcome);
+            match err.disposition {
+                Disposition::Final => {
+                    // The request's fault says nothing about the target's health.
+                    drop(permit);
+                    return Err(err.into_proxy_error(&route.alias, &target, attempts));
+                }
+                Disposition::FailOver => {
+                    permit.failure(&route.breaker);
+                    last = Some((target.clone(), err));
+                    break;
+                }
+                Disposition::Retry => {
+                    permit.failure(&route.breaker);
+                    let wait = match err.retry_after {
+                        Some(after) if after > route.retry.max_retry_after => None,
+                        Some(after) => Some(after),
+                        None => Some(backoff.next_wait()),
+                    };
+                    last = Some((target.clone(), err));
+                    let Some(wait) = wait.filter(|_| retries < route.retry.attempts) else {
+                        break;
+                    };
+                    retries += 1;
+                    metrics.retry(&route.alias, &target.label);
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+    Err(match last {
+        Some((target, err)) => err.into_proxy_error(&route.alias, &target, attempts),
+        None => ProxyError::Unavailable {
+            message: format!(
+                "every target of model `{}` has an open circuit breaker; try again later",
+                route.alias
+            ),
+        },
+    })
+}
+
+// === impl TryError ===
+
+impl TryError {
+    pub fn connect(message: String) -> Self {
+        Self::transient(None, message, "connect_error")
+    }
+
+    pub fn timeout(message: String) -> Self {
+        Self::transient(None, message, "timeout")
+    }
+
+    /// A stream that broke or said nothing useful before its first event.
+    pub fn stream(message: String) -> Self {
+        Self::transient(None, message, "stream_error")
+    }
+
+    fn transient(status: Option<StatusCode>, message: String, outcome: &'static str) -> Self {
+        Self {
+            disposition: Disposition::Retry,
+            status,
+            error: ErrorBody {
+                message,
+                kind: None,
+                code: None,
+            },
+            retry_after: None,
+            outcome,
+        }
+    }
+
+    /// The client's view once no target is left.
+    pub fn into_proxy_error(self, alias: &str, target: &Target, attempts: u32) -> ProxyError {
+        let tries = if attempts == 1 {
+            "1 try".to_string()
+        } else {
+            format!("{attempts} tries")
+        };
+        let message = format!(
+            "model `{alias}`: no upstream answered after {tries}; last: {} {}",
+            target.label,
+            match self.status {
+                Some(s) => format!("answered {}: {}", s.as_u16(), self.error.message),
+                None => self.error.message.clone(),
+            }
+        );
+        match self.status {
+            Some(status) => ProxyError::Upstream {
+                status,
+                message,
+                kind: self.error.kind,
+                code: self.error.code,
+            },
+            None if self.outcome == "timeout" => ProxyError::Timeout { message },
+            None => ProxyError::BadGateway { message },
+        }
+    }
+}

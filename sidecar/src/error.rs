@@ -1,0 +1,178 @@
+//! Errors a client can see, each with its status and OpenAI-shaped body.
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde::Serialize;
+
+/// Why a request did not get an upstream answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("the model `{model}` does not exist or you do not have access to it (known: {known})")]
+    UnknownModel { model: String, known: String },
+    #[error("unknown endpoint {method} {path}")]
+    NotFound { method: String, path: String },
+    #[error("no configuration is loaded yet")]
+    NotReady,
+    #[error("{message}")]
+    Unavailable { message: String },
+    #[error("{message}")]
+    Timeout { message: String },
+    #[error("{message}")]
+    BadGateway { message: String },
+    /// The last upstream's own error status, with its type and code where it gave them.
+    #[error("{message}")]
+    Upstream {
+        status: StatusCode,
+        message: String,
+        kind: Option<String>,
+        code: Option<String>,
+    },
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+// === impl ProxyError ===
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnknownModel { .. } | Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::NotReady | Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Self::Upstream { status, .. } => *status,
+        }
+    }
+
+    /// OpenAI's `error.type`.
+    fn kind(&self) -> &str {
+        match self {
+            Self::BadRequest(_) | Self::BodyTooLarge { .. } | Self::UnknownModel { .. } => {
+                "invalid_request_error"
+            }
+            Self::NotFound { .. } => "invalid_request_error",
+            Self::NotReady | Self::Unavailable { .. } => "service_unavailable",
+            Self::Timeout { .. } => "timeout",
+            Self::BadGateway { .. } => "upstream_error",
+            Self::Upstream { kind, .. } => kind.as_deref().unwrap_or("upstream_error"),
+        }
+    }
+
+    /// OpenAI's `error.code`.
+    fn code(&self) -> Option<&str> {
+        match self {
+            Self::BadRequest(_) => Some("invalid_request"),
+            Self::BodyTooLarge { .. } => Some("request_too_large"),
+            Self::UnknownModel { .. } => Some("model_not_found"),
+            Self::NotFound { .. } => Some("unknown_url"),
+            Self::NotReady => Some("not_ready"),
+            Self::Unavailable { .. } => Some("no_healthy_target"),
+            Self::Timeout { .. } => Some("timeout"),
+            Self::BadGateway { .. } => Some("bad_gateway"),
+            Self::Upstream { code, .. } => code.as_deref(),
+        }
+    }
+
+    /// The JSON body OpenAI clients parse: `{"error":{"message","type","param","code"}}`.
+    pub fn body(&self) -> Bytes {
+        let body = Body {
+            error: Detail {
+                message: self.to_string(),
+                kind: self.kind(),
+                param: None,
+                code: self.code(),
+            },
+        };
+        serde_json::to_vec(&body)
+            .map(Bytes::from)
+            .unwrap_or_default()
+    }
+
+    /// The same error as a final SSE event, for streams whose headers are already sent.
+    /// The OpenAI SDKs raise an `APIError` when a data event carries an `error` object.
+    pub fn sse_event(&self) -> Bytes {
+        let body = self.body();
+        let mut event = Vec::with_capacity(body.len() + 8);
+        event.extend_from_slice(b"data: ");
+        event.extend_from_slice(&body);
+        event.extend_from_slice(b"\n\n");
+        Bytes::from(event)
+    }
+
+    /// A bounded label for metrics.
+    pub fn metric_kind(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::UnknownModel { .. } => "unknown_model",
+            Self::NotFound { .. } => "not_found",
+            Self::NotReady => "not_ready",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Timeout { .. } => "timeout",
+            Self::BadGateway { .. } => "bad_gateway",
+            Self::Upstream { .. } => "upstream",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_openai_shaped() {
+        let e = ProxyError::UnknownModel {
+            model: "gpt-9".into(),
+            known: "gpt-4o".into(),
+        };
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert!(v["error"]["message"].as_str().unwrap().contains("gpt-9"));
+        assert!(v["error"]["param"].is_null());
+    }
+
+    #[test]
+    fn upstream_errors_keep_the_providers_type_and_code() {
+        let e = ProxyError::Upstream {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: "slow down".into(),
+            kind: Some("requests".into()),
+            code: Some("rate_limit_exceeded".into()),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(e.status(), 429);
+        assert_eq!(v["error"]["type"], "requests");
+        assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    }
+
+    #[test]
+    fn sse_event_is_one_data_frame() {
+        let e = ProxyError::Timeout {
+            message: "idle".into(),
+        };
+        let ev = e.sse_event();
+        assert!(ev.starts_with(b"data: {\"error\""));
+        assert!(ev.ends_with(b"\n\n"));
+        assert_eq!(ev.iter().filter(|b| **b == b'\n').count(), 2);
+    }
+}

@@ -1,0 +1,204 @@
+//! modelroute's sidecar: an OpenAI-compatible LLM gateway on localhost.
+//!
+//! Request path: `handler` (parse, size limit) -> `config` (alias -> route) -> `dispatch`
+//! (targets, retries, breakers, fallbacks) -> `provider` (upstream call) -> `stream`
+//! (relay) -> `telemetry` (metrics). See DESIGN.md for the map.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod handler;
+pub mod provider;
+pub mod route;
+pub mod secret;
+pub mod server;
+pub mod stream;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use modelroute_crds::ModelRoute;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+use config::{CompileError, RouteTable};
+use telemetry::Metrics;
+
+/// State shared by every request: the active route table, metrics, limits, and the
+/// tracker of stream tasks (so shutdown can wait for them).
+#[derive(Debug)]
+pub struct App {
+    table: ArcSwapOption<RouteTable>,
+    /// Serializes config applies; requests never take it.
+    apply_lock: Mutex<()>,
+    pub metrics: Metrics,
+    pub max_body_bytes: usize,
+    pub tasks: TaskTracker,
+}
+
+/// How to start a sidecar (the CLI's arguments, minus logging).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// A ModelRoute YAML file or a directory of them.
+    pub config: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub drain_timeout: Duration,
+}
+
+/// A started sidecar.
+#[derive(Debug)]
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub app: Arc<App>,
+    shutdown: CancellationToken,
+    servers: JoinSet<()>,
+}
+
+/// Why a sidecar did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot load the config: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+// === impl App ===
+
+impl App {
+    pub fn new(max_body_bytes: usize) -> Self {
+        Self {
+            table: ArcSwapOption::empty(),
+            apply_lock: Mutex::new(()),
+            metrics: Metrics::new(),
+            max_body_bytes,
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// The active route table, if a config has been loaded.
+    pub fn table(&self) -> Option<Arc<RouteTable>> {
+        self.table.load_full()
+    }
+
+    /// Compiles `docs` and makes them the active config. An identical config is a no-op;
+    /// a bad one changes nothing.
+    pub fn apply(
+        &self,
+        docs: &[ModelRoute],
+        source: &str,
+    ) -> Result<Arc<RouteTable>, CompileError> {
+        let _guard = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = self.table.load_full();
+        let table = config::compile(docs, source, previous.as_deref(), &self.metrics)?;
+        if let Some(prev) = previous.filter(|p| p.hash == table.hash) {
+            return Ok(prev);
+        }
+        let table = Arc::new(table);
+        self.table.store(Some(table.clone()));
+        self.metrics.config_applied(table.version);
+        info!(
+            version = table.version,
+            hash = &table.hash[..12],
+            models = ?table.aliases().collect::<Vec<_>>(),
+            "config applied"
+        );
+        Ok(table)
+    }
+}
+
+// === impl Running ===
+
+impl Running {
+    /// Stops accepting, lets requests and streams finish (up to the drain timeout), and
+    /// returns when everything has stopped.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.servers.join_next().await.is_some() {}
+    }
+
+    /// Runs until `signal` resolves, then stops.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        info!("shutting down");
+        self.stop().await;
+    }
+}
+
+/// Loads the config, binds both listeners and starts serving.
+pub async fn start(options: Options) -> Result<Running, StartError> {
+    let app = Arc::new(App::new(options.max_body_bytes));
+    if let Some(path) = &options.config {
+        let docs = config::file::read(path).map_err(StartError::Config)?;
+        let source = format!("file:{}", path.display());
+        app.apply(&docs, &source)
+            .map_err(|e| StartError::Config(e.problems.join("\n  ")))?;
+    } else {
+        tracing::warn!("no --config given: serving no models until a config is loaded");
+    }
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })
+    };
+    let proxy = bind(options.listen).await?;
+    let admin = bind(options.admin_listen).await?;
+    let proxy_addr = proxy.local_addr().map_err(|source| StartError::Bind {
+        addr: options.listen,
+        source,
+    })?;
+    let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
+        addr: options.admin_listen,
+        source,
+    })?;
+    info!(proxy = %proxy_addr, admin = %admin_addr, "modelroute sidecar listening");
+
+    let shutdown = CancellationToken::new();
+    let mut servers = JoinSet::new();
+    let drain = options.drain_timeout;
+    {
+        let app = app.clone();
+        let stop = shutdown.clone();
+        servers.spawn(async move {
+            let handler = {
+                let app = app.clone();
+                move |req| handler::handle(app.clone(), req)
+            };
+            server::serve(proxy, handler, stop, drain).await;
+            // Streams run in their own tasks: give them the same drain time.
+            app.tasks.close();
+            let _ = tokio::time::timeout(drain, app.tasks.wait()).await;
+        });
+    }
+    {
+        let app = app.clone();
+        let stop = shutdown.clone();
+        let handler = move |req| server::admin::handle(app.clone(), req);
+        servers.spawn(server::serve(admin, handler, stop, Duration::from_secs(1)));
+    }
+    if let Some(path) = options.config.clone() {
+        servers.spawn(config::file::watch(path, app.clone(), shutdown.clone()));
+    }
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        app,
+        shutdown,
+        servers,
+    })
+}

@@ -1,0 +1,3 @@
+//! Choosing among a route's targets.
+
+pub mod weighted;

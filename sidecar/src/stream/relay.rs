@@ -1,0 +1,480 @@
+//! Streamed chat completions: pick a target, then relay its events to the client as
+//! they arrive.
+//!
+//! One task per stream owns the exchange. Until the first upstream data event it may
+//! still fail over, so a target that refuses, hangs or breaks before saying anything is
+//! invisible to the client. If that takes longer than the keep-alive interval, the
+//! response head is sent with SSE comments to keep the connection warm; failover stays
+//! possible because no data has gone out yet, and a final failure then arrives as an
+//! error event instead of an error status. Once data has gone out there is no retry: a
+//! broken upstream ends the stream with an error event the OpenAI SDKs raise.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep, timeout_at};
+
+use super::body::ProxyBody;
+use super::sse::{Decoder, Event};
+use crate::App;
+use crate::api::{ChunkPeek, ModelRequest, Usage};
+use crate::config::{Route, Target};
+use crate::dispatch::{self, Success, TryError};
+use crate::error::ProxyError;
+use crate::handler::{decision_headers, error_response, upstream};
+use crate::provider::Operation;
+use crate::provider::classify::{Disposition, error_body};
+
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+const DONE: &[u8] = b"data: [DONE]\n\n";
+
+/// A stream whose first data event has arrived.
+struct Started {
+    decoder: Decoder,
+    first: Event,
+}
+
+/// The client's side of the exchange.
+enum Client {
+    /// Nothing sent yet: the handler waits for the response head.
+    Waiting(oneshot::Sender<Response<ProxyBody>>),
+    /// Head sent; events go through the body channel.
+    Streaming(mpsc::Sender<Bytes>),
+    /// The client went away.
+    Gone,
+}
+
+/// What to do with one upstream event.
+enum Step {
+    Forward(Bytes),
+    Skip,
+    /// `[DONE]`: forward and finish.
+    Done(Bytes),
+    /// An error event from upstream: forward and finish as failed.
+    UpstreamError(Bytes),
+}
+
+/// What the relay learns from the events it passes.
+struct Tally {
+    usage: Option<Usage>,
+    finished: bool,
+    client_wants_usage: bool,
+}
+
+/// How a relayed stream ended.
+enum End {
+    Complete,
+    Broken(&'static str),
+    ClientGone,
+}
+
+/// Starts the stream task and waits for its response head.
+pub async fn serve(
+    app: Arc<App>,
+    route: Arc<Route>,
+    request: ModelRequest,
+    headers: HeaderMap,
+    started: Instant,
+) -> Response<ProxyBody> {
+    let (respond, head) = oneshot::channel();
+    app.tasks
+        .spawn(run(app.clone(), route, request, headers, started, respond));
+    head.await.unwrap_or_else(|_| {
+        error_response(&ProxyError::BadGateway {
+            message: "the stream ended before it started".into(),
+        })
+    })
+}
+
+async fn run(
+    app: Arc<App>,
+    route: Arc<Route>,
+    request: ModelRequest,
+    headers: HeaderMap,
+    started: Instant,
+    respond: oneshot::Sender<Response<ProxyBody>>,
+) {
+    let deadline = started + route.timeouts.total;
+    let mut client = Client::Waiting(respond);
+    let first_byte = route.timeouts.first_byte;
+    let (request, headers) = (&request, &headers);
+    let attempts = dispatch::run(&route, &app.metrics, |target| {
+        try_stream(target, request, headers, first_byte)
+    });
+    let attempts = timeout_at(deadline, attempts);
+    tokio::pin!(attempts);
+    let outcome = loop {
+        enum Wait<T> {
+            Done(T),
+            KeepAlive,
+            Gone,
+        }
+        let wait = tokio::select! {
+            r = &mut attempts => Wait::Done(r),
+            () = sleep(route.timeouts.keep_alive) => Wait::KeepAlive,
+            () = client.closed() => Wait::Gone,
+        };
+        match wait {
+            Wait::Done(r) => break r,
+            Wait::KeepAlive => {
+                client.commit(None);
+                if !client.send(Bytes::from_static(KEEP_ALIVE)).await {
+                    return finish(&app, &route, None, started, End::ClientGone);
+                }
+            }
+            Wait::Gone => return finish(&app, &route, None, started, End::ClientGone),
+        }
+    };
+    let success = match outcome {
+        Ok(Ok(success)) => success,
+        Ok(Err(e)) => return fail(&app, &route, &mut client, e, started).await,
+        Err(_) => {
+            let e = ProxyError::Timeout {
+                message: format!(
+                    "model `{}`: no stream started within the total timeout of {}",
+                    route.alias,
+                    upstream::humanize(route.timeouts.total)
+                ),
+            };
+            return fail(&app, &route, &mut client, e, started).await;
+        }
+    };
+    let Success {
+        value: Started { decoder, first },
+        target,
+        attempts,
+    } = success;
+    client.commit(Some((&target, attempts)));
+    app.metrics.streams_active().inc();
+    let mut tally = Tally {
+        usage: None,
+        finished: false,
+        client_wants_usage: request.include_usage,
+    };
+    let end = relay(
+        &app,
+        &route,
+        &target,
+        &mut client,
+        decoder,
+        first,
+        &mut tally,
+        started,
+        deadline,
+    )
+    .await;
+    app.metrics.streams_active().dec();
+    if let End::Broken(_) = end {
+        target.breaker.record_failure(&route.breaker);
+    }
+    if let Some(usage) = tally.usage {
+        app.metrics.tokens(&route.alias, &target.label, usage);
+    }
+    finish(&app, &route, Some(&target), started, end);
+}
+
+/// One try: a stream from one target, up to its first data event.
+async fn try_stream(
+    target: Arc<Target>,
+    request: &ModelRequest,
+    headers: &HeaderMap,
+    first_byte: Duration,
+) -> Result<Started, TryError> {
+    let tried = Instant::now();
+    let body = request.upstream_body(&target.model, target.provider.stream_usage());
+    let response = upstream::open(&target, Operation::Chat, body, headers, first_byte).await?;
+    let mut decoder = Decoder::new(response.into_body());
+    let first = first_event(&mut decoder, tried + first_byte, &target).await?;
+    Ok(Started { decoder, first })
+}
+
+/// Waits for the first data event of a fresh upstream stream, skipping comments.
+async fn first_event(
+    decoder: &mut Decoder,
+    by: Instant,
+    target: &Target,
+) -> Result<Event, TryError> {
+    loop {
+        let event = match timeout_at(by, decoder.next()).await {
+            Err(_) => {
+                return Err(TryError::timeout(
+                    "no first event within the first-byte timeout".into(),
+                ));
+            }
+            Ok(None) => {
+                return Err(TryError::stream(
+                    "the upstream stream ended before its first event".into(),
+                ));
+            }
+            Ok(Some(Err(e))) => {
+                return Err(TryError::stream(target.provider.scrub(&e.to_string())));
+            }
+            Ok(Some(Ok(event))) => event,
+        };
+        let Some(data) = event.data() else { continue };
+        if let Ok(peek) = serde_json::from_slice::<ChunkPeek>(&data) {
+            if peek.error.is_some() {
+                let mut error = error_body(&data);
+                error.message = target.provider.scrub(&error.message);
+                return Err(TryError {
+                    disposition: Disposition::Retry,
+                    status: None,
+                    error,
+                    retry_after: None,
+                    outcome: "stream_error",
+                });
+            }
+        }
+        return Ok(event);
+    }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; a struct would only rename them"
+)]
+async fn relay(
+    app: &App,
+    route: &Route,
+    target: &Target,
+    client: &mut Client,
+    mut decoder: Decoder,
+    first: Event,
+    tally: &mut Tally,
+    started: Instant,
+    deadline: Instant,
+) -> End {
+    let mut first_sent = false;
+    let mut pending = Some(first);
+    let mut last_upstream = Instant::now();
+    let mut last_client = Instant::now();
+    loop {
+        let event = match pending.take() {
+            Some(event) => event,
+            None => {
+                enum Wait<T> {
+                    Next(T),
+                    KeepAlive,
+                    Gone,
+                }
+                let idle_by = (last_upstream + route.timeouts.idle).min(deadline);
+                let wait = tokio::select! {
+                    biased;
+                    () = client.closed() => Wait::Gone,
+                    next = timeout_at(idle_by, decoder.next()) => Wait::Next(next),
+                    () = tokio::time::sleep_until(last_client + route.timeouts.keep_alive) => Wait::KeepAlive,
+                };
+                match wait {
+                    Wait::Gone => return End::ClientGone,
+                    Wait::KeepAlive => {
+                        last_client = Instant::now();
+                        if !client.send(Bytes::from_static(KEEP_ALIVE)).await {
+                            return End::ClientGone;
+                        }
+                        continue;
+                    }
+                    Wait::Next(Err(_)) => {
+                        let message = if Instant::now() >= deadline {
+                            format!(
+                                "the stream exceeded the total timeout of {}",
+                                upstream::humanize(route.timeouts.total)
+                            )
+                        } else {
+                            format!(
+                                "{} sent nothing for {} (idle timeout)",
+                                target.label,
+                                upstream::humanize(route.timeouts.idle)
+                            )
+                        };
+                        client
+                            .send_error(ProxyError::Timeout { message }.sse_event())
+                            .await;
+                        return End::Broken("stream_idle_timeout");
+                    }
+                    Wait::Next(Ok(None)) => {
+                        if tally.finished {
+                            // Complete but for the terminator some servers omit.
+                            client.send(Bytes::from_static(DONE)).await;
+                            return End::Complete;
+                        }
+                        let message = format!(
+                            "{} ended the stream before the answer was complete",
+                            target.label
+                        );
+                        client
+                            .send_error(ProxyError::BadGateway { message }.sse_event())
+                            .await;
+                        return End::Broken("stream_interrupted");
+                    }
+                    Wait::Next(Ok(Some(Err(e)))) => {
+                        let message = format!(
+                            "{}: {}",
+                            target.label,
+                            target.provider.scrub(&e.to_string())
+                        );
+                        client
+                            .send_error(ProxyError::BadGateway { message }.sse_event())
+                            .await;
+                        return End::Broken("stream_interrupted");
+                    }
+                    Wait::Next(Ok(Some(Ok(event)))) => event,
+                }
+            }
+        };
+        last_upstream = Instant::now();
+        let (bytes, end) = match tally.step(&event) {
+            Step::Skip => continue,
+            Step::Forward(b) => (b, None),
+            Step::Done(b) => (b, Some(End::Complete)),
+            Step::UpstreamError(b) => (b, Some(End::Broken("stream_upstream_error"))),
+        };
+        if !client.send(bytes).await {
+            return End::ClientGone;
+        }
+        last_client = Instant::now();
+        if !first_sent {
+            first_sent = true;
+            app.metrics
+                .ttft(&route.alias, &target.label, started.elapsed().as_secs_f64());
+        }
+        if let Some(end) = end {
+            return end;
+        }
+    }
+}
+
+async fn fail(app: &App, route: &Route, client: &mut Client, err: ProxyError, started: Instant) {
+    app.metrics.error(&route.alias, err.metric_kind());
+    app.metrics.request(
+        &route.alias,
+        None,
+        err.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    client.fail(err).await;
+}
+
+fn finish(app: &App, route: &Route, target: Option<&Target>, started: Instant, end: End) {
+    let status = match end {
+        End::Complete | End::Broken(_) => 200,
+        // What nginx logs for a client that closed the connection.
+        End::ClientGone => 499,
+    };
+    match end {
+        End::Broken(kind) => app.metrics.error(&route.alias, kind),
+        End::ClientGone => app.metrics.error(&route.alias, "client_closed"),
+        End::Complete => {}
+    }
+    let label = target.map(|t| &t.label);
+    app.metrics
+        .request(&route.alias, label, status, started.elapsed().as_secs_f64());
+}
+
+// === impl Tally ===
+
+impl Tally {
+    fn step(&mut self, event: &Event) -> Step {
+        let Some(data) = event.data() else {
+            // Upstream comments keep intermediaries awake; pass them on.
+            return Step::Forward(event.raw.clone());
+        };
+        if data.trim_ascii() == b"[DONE]" {
+            return Step::Done(event.raw.clone());
+        }
+        let Ok(peek) = serde_json::from_slice::<ChunkPeek>(&data) else {
+            // Not ours to judge: the client may understand it.
+            return Step::Forward(event.raw.clone());
+        };
+        if peek.error.is_some() {
+            return Step::UpstreamError(event.raw.clone());
+        }
+        if peek.choices.iter().any(|c| c.finish_reason.is_some()) {
+            self.finished = true;
+        }
+        if let Some(usage) = peek.usage {
+            self.usage = Some(usage);
+            // The usage chunk was asked for by the sidecar, not the client: keep it back.
+            if peek.choices.is_empty() && !self.client_wants_usage {
+                return Step::Skip;
+            }
+        }
+        Step::Forward(event.raw.clone())
+    }
+}
+
+// === impl Client ===
+
+impl Client {
+    /// Sends the response head (once). `target` is known unless this is a keep-alive.
+    fn commit(&mut self, target: Option<(&Target, u32)>) {
+        let Client::Waiting(_) = self else { return };
+        let Client::Waiting(respond) = std::mem::replace(self, Client::Gone) else {
+            return;
+        };
+        let (tx, body) = ProxyBody::channel();
+        let mut resp = Response::new(body);
+        *resp.status_mut() = StatusCode::OK;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        // Tells nginx-style proxies in between not to buffer the stream.
+        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        if let Some((target, attempts)) = target {
+            decision_headers(h, &target.label, attempts);
+        }
+        if respond.send(resp).is_ok() {
+            *self = Client::Streaming(tx);
+        }
+    }
+
+    /// Sends bytes on a committed stream; false when the client is gone.
+    async fn send(&mut self, bytes: Bytes) -> bool {
+        match self {
+            Client::Streaming(tx) => {
+                if tx.send(bytes).await.is_ok() {
+                    return true;
+                }
+                *self = Client::Gone;
+                false
+            }
+            Client::Waiting(_) | Client::Gone => false,
+        }
+    }
+
+    /// Sends a final error event (see [`ProxyError::sse_event`]).
+    async fn send_error(&mut self, event: Bytes) {
+        if let Client::Streaming(tx) = self {
+            // A client that reads nothing more must not hold the task forever.
+            let _ = tokio::time::timeout(Duration::from_secs(5), tx.send(event)).await;
+        }
+    }
+
+    /// Reports a failure: as the response when nothing was sent, else as an event.
+    async fn fail(&mut self, err: ProxyError) {
+        match std::mem::replace(self, Client::Gone) {
+            Client::Waiting(respond) => {
+                let _ = respond.send(error_response(&err));
+            }
+            Client::Streaming(tx) => {
+                *self = Client::Streaming(tx);
+                self.send_error(err.sse_event()).await;
+            }
+            Client::Gone => {}
+        }
+    }
+
+    /// Resolves when the client has gone away.
+    async fn closed(&mut self) {
+        match self {
+            Client::Waiting(respond) => respond.closed().await,
+            Client::Streaming(tx) => tx.closed().await,
+            Client::Gone => {}
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! Prometheus metrics, served as text on the admin port's `/metrics`.
+//!
+//! One registry, built at startup and passed down; no global recorder. Labels are bounded:
+//! route aliases and targets come from the config, never from a request, and statuses and
+//! outcomes are small fixed sets.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::api::Usage;
+
+/// A label value shared with the config (cloning is a reference count, not a copy).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Label(pub Arc<str>);
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct Status(pub u16);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: Label,
+    target: Label,
+    status: Status,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    route: Label,
+    target: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    route: Label,
+    target: Label,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    route: Label,
+    target: Label,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    route: Label,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CircuitLabels {
+    target: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric family of the sidecar.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: HistogramFamily<RouteLabels>,
+    ttft: HistogramFamily<TargetLabels>,
+    attempts: Family<AttemptLabels, Counter>,
+    retries: Family<TargetLabels, Counter>,
+    fallbacks: Family<RouteLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    tokens: Family<TokenLabels, Counter>,
+    circuit: Family<CircuitLabels, Gauge>,
+    streams_active: Gauge,
+    config_version: Gauge,
+    config_reloads: Family<ResultLabels, Counter>,
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::default();
+        let duration: HistogramFamily<RouteLabels> = Family::new_with_constructor(latency);
+        let ttft: HistogramFamily<TargetLabels> = Family::new_with_constructor(latency);
+        let attempts = Family::default();
+        let retries = Family::default();
+        let fallbacks = Family::default();
+        let errors = Family::default();
+        let tokens = Family::default();
+        let circuit = Family::default();
+        let streams_active = Gauge::default();
+        let config_version = Gauge::default();
+        let config_reloads = Family::default();
+        let r = &mut registry;
+        r.register(
+            "modelroute_requests",
+            "Client requests answered, by route, serving target and HTTP status",
+            requests.clone(),
+        );
+        r.register(
+            "modelroute_request_duration_seconds",
+            "Time from request to the end of the response",
+            duration.clone(),
+        );
+        r.register(
+            "modelroute_time_to_first_token_seconds",
+            "Streams: time from request to the first event sent to the client",
+            ttft.clone(),
+        );
+        r.register(
+            "modelroute_upstream_attempts",
+            "Upstream tries by outcome (ok, status_4xx, status_429, status_5xx, timeout, \
+             connect_error, stream_error, circuit_open)",
+            attempts.clone(),
+        );
+        r.register(
+            "modelroute_retries",
+            "Retries of the same target",
+            retries.clone(),
+        );
+        r.register(
+            "modelroute_fallbacks",
+            "Requests moved on to another target after a failure",
+            fallbacks.clone(),
+        );
+        r.register(
+            "modelroute_errors",
+            "Requests that ended in an error, by kind",
+            errors.clone(),
+        );
+        r.register(
+            "modelroute_tokens",
+            "Tokens from upstream usage",
+            tokens.clone(),
+        );
+        r.register(
+            "modelroute_circuit_state",
+            "Circuit breaker per target: 0 closed, 1 half-open, 2 open",
+            circuit.clone(),
+        );
+        r.register(
+            "modelroute_streams_active",
+            "Streams being relayed now",
+            streams_active.clone(),
+        );
+        r.register(
+            "modelroute_config_version",
+            "Version of the active config (counts applied configs)",
+            config_version.clone(),
+        );
+        r.register(
+            "modelroute_config_reloads",
+            "Config loads by result (applied, rejected)",
+            config_reloads.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            duration,
+            ttft,
+            attempts,
+            retries,
+            fallbacks,
+            errors,
+            tokens,
+            circuit,
+            streams_active,
+            config_version,
+            config_reloads,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn request(&self, route: &Arc<str>, target: Option<&Arc<str>>, status: u16, secs: f64) {
+        let route = Label(route.clone());
+        let target = Label(target.cloned().unwrap_or_else(|| Arc::from("")));
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.clone(),
+                target,
+                status: Status(status),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&RouteLabels { route })
+            .observe(secs);
+    }
+
+    pub fn error(&self, route: &Arc<str>, kind: &'static str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                route: Label(route.clone()),
+                kind,
+            })
+            .inc();
+    }
+
+    pub fn ttft(&self, route: &Arc<str>, target: &Arc<str>, secs: f64) {
+        self.ttft
+            .get_or_create(&target_labels(route, target))
+            .observe(secs);
+    }
+
+    pub fn attempt(&self, route: &Arc<str>, target: &Arc<str>, outcome: &'static str) {
+        let labels = AttemptLabels {
+            route: Label(route.clone()),
+            target: Label(target.clone()),
+            outcome,
+        };
+        self.attempts.get_or_create(&labels).inc();
+    }
+
+    pub fn retry(&self, route: &Arc<str>, target: &Arc<str>) {
+        self.retries
+            .get_or_create(&target_labels(route, target))
+            .inc();
+    }
+
+    pub fn fallback(&self, route: &Arc<str>) {
+        self.fallbacks
+            .get_or_create(&RouteLabels {
+                route: Label(route.clone()),
+            })
+            .inc();
+    }
+
+    pub fn tokens(&self, route: &Arc<str>, target: &Arc<str>, usage: Usage) {
+        for (direction, n) in [
+            ("input", usage.prompt_tokens),
+            ("output", usage.completion_tokens),
+        ] {
+            let labels = TokenLabels {
+                route: Label(route.clone()),
+                target: Label(target.clone()),
+                direction,
+            };
+            self.tokens.get_or_create(&labels).inc_by(n);
+        }
+    }
+
+    /// The gauge a target's circuit breaker keeps up to date.
+    pub fn circuit_gauge(&self, target: &Arc<str>) -> Gauge {
+        self.circuit
+            .get_or_create(&CircuitLabels {
+                target: Label(target.clone()),
+            })
+            .clone()
+    }
+
+    pub fn streams_active(&self) -> &Gauge {
+        &self.streams_active
+    }
+
+    pub fn config_applied(&self, version: u64) {
+        self.config_version
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
+        self.config_reloads
+            .get_or_create(&ResultLabels { result: "applied" })
+            .inc();
+    }
+
+    pub fn config_rejected(&self) {
+        self.config_reloads
+            .get_or_create(&ResultLabels { result: "rejected" })
+            .inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn target_labels(route: &Arc<str>, target: &Arc<str>) -> TargetLabels {
+    TargetLabels {
+        route: Label(route.clone()),
+        target: Label(target.clone()),
+    }
+}
+
+/// Buckets from 1 ms to about 131 s, doubling: LLM latencies span five orders of magnitude.
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 18))
+}
+
+// === impl Label ===
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
+}
+
+impl EncodeLabelValue for Status {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        write!(encoder, "{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_render_with_their_labels() {
+        let m = Metrics::new();
+        let route: Arc<str> = "gpt-4o".into();
+        let target: Arc<str> = "openai/gpt-4o".into();
+        m.request(&route, Some(&target), 200, 0.25);
+        m.tokens(
+            &route,
+            &target,
+            Usage {
+                prompt_tokens: 3,
+                completion_tokens: 7,
+            },
+        );
+        m.circuit_gauge(&target).set(2);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                r#"modelroute_requests_total{route="gpt-4o",target="openai/gpt-4o",status="200"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"modelroute_tokens_total{route="gpt-4o",target="openai/gpt-4o",direction="output"} 7"#), "{text}");
+        assert!(
+            text.contains(r#"modelroute_circuit_state{target="openai/gpt-4o"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"modelroute_request_duration_seconds_count{route="gpt-4o"} 1"#),
+            "{text}"
+        );
+    }
+}
