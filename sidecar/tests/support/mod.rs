@@ -1,0 +1,11 @@
+//! Test support: a scripted fake OpenAI upstream and a sidecar harness, both on
+//! 127.0.0.1:0, plus small HTTP client helpers.
+#![allow(dead_code, reason = "each test file uses a different part of the support code")]
+
+pub mod client;
+pub mod fake_upstream;
+pub mod harness;
+
+pub use client::*;
+pub use fake_upstream::{FakeUpstream, Reply};
+pub use harness::Sidecar;
