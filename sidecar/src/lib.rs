@@ -143,6 +143,8 @@ impl Running {
 /// Loads the config, binds both listeners and starts serving.
 pub async fn start(options: Options) -> Result<Running, StartError> {
     let app = Arc::new(App::new(options.max_body_bytes));
+    // Watch before the first read, so a change between the two is not missed.
+    let watch = options.config.clone().map(config::file::Watch::new);
     if let Some(path) = &options.config {
         let docs = config::file::read(path).map_err(StartError::Config)?;
         let source = format!("file:{}", path.display());
@@ -191,8 +193,8 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         let handler = move |req| server::admin::handle(app.clone(), req);
         servers.spawn(server::serve(admin, handler, stop, Duration::from_secs(1)));
     }
-    if let Some(path) = options.config.clone() {
-        servers.spawn(config::file::watch(path, app.clone(), shutdown.clone()));
+    if let Some(watch) = watch {
+        servers.spawn(watch.run(app.clone(), shutdown.clone()));
     }
     Ok(Running {
         proxy_addr,

@@ -51,55 +51,71 @@ pub fn read(path: &Path) -> Result<Vec<ModelRoute>, String> {
     Ok(docs)
 }
 
-/// Reloads the config at `path` whenever it changes or on SIGHUP, until `shutdown`.
-/// A config that does not load is logged and counted; the active one keeps serving.
-pub async fn watch(path: PathBuf, app: Arc<App>, shutdown: CancellationToken) {
-    let (tx, mut changes) = mpsc::channel::<()>(1);
-    let mut watcher =
-        match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+/// A registered watch on the config; [`Watch::run`] reloads on every change.
+pub struct Watch {
+    path: PathBuf,
+    changes: mpsc::Receiver<()>,
+    // Held for its side effect: dropping it ends the watch.
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+// === impl Watch ===
+
+impl Watch {
+    /// Starts watching `path` now, so no change after this call is missed. A watch that
+    /// cannot be set up is logged; SIGHUP still reloads.
+    pub fn new(path: PathBuf) -> Self {
+        let (tx, changes) = mpsc::channel::<()>(1);
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if event.is_ok() {
                 // Full means a reload is already due.
                 let _ = tx.try_send(());
             }
-        }) {
+        });
+        let mut watcher = match watcher {
             Ok(w) => Some(w),
             Err(e) => {
                 warn!(error = %e, "cannot watch the config for changes; send SIGHUP to reload");
                 None
             }
         };
-    // Watch the directory, not the file: editors and ConfigMaps replace files by rename.
-    let dir = if path.is_dir() {
-        path.clone()
-    } else {
-        path.parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf()
-    };
-    if let Some(w) = watcher.as_mut() {
-        if let Err(e) = w.watch(&dir, RecursiveMode::Recursive) {
-            warn!(dir = %dir.display(), error = %e, "cannot watch the config; send SIGHUP to reload");
-        }
-    }
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    loop {
-        let hup = async {
-            match hangup.as_mut() {
-                Some(h) => {
-                    h.recv().await;
-                }
-                None => std::future::pending().await,
-            }
+        // Watch the directory, not the file: editors and ConfigMaps replace files by rename.
+        let dir = if path.is_dir() {
+            path.clone()
+        } else {
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+            parent.unwrap_or(Path::new(".")).to_path_buf()
         };
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            Some(()) = changes.recv() => {}
-            () = hup => info!("SIGHUP: reloading the config"),
+        if let Some(w) = watcher.as_mut() {
+            if let Err(e) = w.watch(&dir, RecursiveMode::Recursive) {
+                warn!(dir = %dir.display(), error = %e, "cannot watch the config; send SIGHUP to reload");
+            }
         }
-        tokio::time::sleep(SETTLE).await;
-        while changes.try_recv().is_ok() {}
-        reload(&path, &app);
+        Self { path, changes, _watcher: watcher }
+    }
+
+    /// Reloads whenever the config changes or on SIGHUP, until `shutdown`. A config that
+    /// does not load is logged and counted; the active one keeps serving.
+    pub async fn run(mut self, app: Arc<App>, shutdown: CancellationToken) {
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            let hup = async {
+                match hangup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                Some(()) = self.changes.recv() => {}
+                () = hup => info!("SIGHUP: reloading the config"),
+            }
+            tokio::time::sleep(SETTLE).await;
+            while self.changes.try_recv().is_ok() {}
+            reload(&self.path, &app);
+        }
     }
 }
 
