@@ -18,24 +18,24 @@ pub use validate::{Invalid, validate};
 /// Empty documents are skipped; documents of any other kind are an error, because a file
 /// given to `--config` that holds something else is almost certainly a mistake.
 pub fn from_yaml_documents(text: &str) -> Result<Vec<ModelRoute>, String> {
+    // First an untyped look, to name a wrong kind clearly...
     let docs: Vec<serde_json::Value> =
         serde_saphyr::from_multiple(text).map_err(|e| e.to_string())?;
-    docs.into_iter()
-        .enumerate()
-        .map(|(i, doc)| {
-            let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or("<none>");
-            let api_version = doc
-                .get("apiVersion")
-                .and_then(|k| k.as_str())
-                .unwrap_or("<none>");
-            if kind != "ModelRoute" || api_version != "modelroute.dev/v1alpha1" {
-                return Err(format!(
-                    "document {}: expected apiVersion modelroute.dev/v1alpha1, kind ModelRoute; \
-                     found apiVersion {api_version}, kind {kind}",
-                    i + 1
-                ));
-            }
-            serde_json::from_value(doc).map_err(|e| format!("document {}: {e}", i + 1))
-        })
-        .collect()
+    for (i, doc) in docs.iter().enumerate() {
+        let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or("<none>");
+        let api_version = doc
+            .get("apiVersion")
+            .and_then(|k| k.as_str())
+            .unwrap_or("<none>");
+        if kind != "ModelRoute" || api_version != "modelroute.dev/v1alpha1" {
+            return Err(format!(
+                "document {}: expected apiVersion modelroute.dev/v1alpha1, kind ModelRoute; \
+                 found apiVersion {api_version}, kind {kind}",
+                i + 1
+            ));
+        }
+    }
+    // ...then typed, so a scalar is read as the type its field wants: `model: n` or
+    // `model: 1.5` stay strings instead of turning into a YAML 1.1 boolean or a number.
+    serde_saphyr::from_multiple(text).map_err(|e| e.to_string())
 }

@@ -92,10 +92,10 @@ fn check_provider(p: &ProviderSpec, path: &str, problems: &mut Problems) {
             ),
         );
     }
-    if let Some(url) = &p.base_url {
-        if let Err(why) = check_base_url(url) {
-            problems.add(format!("{path}.baseUrl"), why);
-        }
+    if let Some(url) = &p.base_url
+        && let Err(why) = check_base_url(url)
+    {
+        problems.add(format!("{path}.baseUrl"), why);
     }
     match p.kind {
         ProviderKind::Mock => {
@@ -159,24 +159,24 @@ fn check_api_key(key: &ApiKeySource, path: &str, problems: &mut Problems) {
     if key.env.as_deref() == Some("") || key.file.as_deref() == Some("") {
         problems.add(path.to_string(), "env and file must not be empty".into());
     }
-    if let Some(r) = &key.secret_ref {
-        if r.name.is_empty() || r.key.is_empty() {
-            problems.add(
-                format!("{path}.secretRef"),
-                "name and key are required".into(),
-            );
-        }
+    if let Some(r) = &key.secret_ref
+        && (r.name.is_empty() || r.key.is_empty())
+    {
+        problems.add(
+            format!("{path}.secretRef"),
+            "name and key are required".into(),
+        );
     }
 }
 
 fn check_mock_failure(f: &MockFailure, path: &str, problems: &mut Problems) {
-    if let Some(status) = f.status {
-        if !(400..=599).contains(&status) {
-            problems.add(
-                format!("{path}.status"),
-                format!("{status} is not an error status; use 400-599"),
-            );
-        }
+    if let Some(status) = f.status
+        && !(400..=599).contains(&status)
+    {
+        problems.add(
+            format!("{path}.status"),
+            format!("{status} is not an error status; use 400-599"),
+        );
     }
     if f.every == Some(0) {
         problems.add(
@@ -244,13 +244,13 @@ fn check_route(route: &RouteSpec, providers: &HashSet<&str>, path: &str, problem
         let at = format!("{path}.retry");
         problems.positive(format!("{at}.backoffBase"), retry.backoff_base);
         problems.positive(format!("{at}.backoffMax"), retry.backoff_max);
-        if let (Some(base), Some(max)) = (retry.backoff_base, retry.backoff_max) {
-            if base > max {
-                problems.add(
-                    format!("{at}.backoffBase"),
-                    format!("backoffBase {base} is longer than backoffMax {max}"),
-                );
-            }
+        if let (Some(base), Some(max)) = (retry.backoff_base, retry.backoff_max)
+            && base > max
+        {
+            problems.add(
+                format!("{at}.backoffBase"),
+                format!("backoffBase {base} is longer than backoffMax {max}"),
+            );
         }
         if retry.attempts.is_some_and(|a| a > 10) {
             problems.add(
@@ -265,13 +265,13 @@ fn check_route(route: &RouteSpec, providers: &HashSet<&str>, path: &str, problem
         problems.positive(format!("{at}.idle"), t.idle);
         problems.positive(format!("{at}.total"), t.total);
         problems.positive(format!("{at}.keepAlive"), t.keep_alive);
-        if let (Some(first), Some(total)) = (t.first_byte, t.total) {
-            if first > total {
-                problems.add(
-                    format!("{at}.firstByte"),
-                    format!("firstByte {first} is longer than total {total}"),
-                );
-            }
+        if let (Some(first), Some(total)) = (t.first_byte, t.total)
+            && first > total
+        {
+            problems.add(
+                format!("{at}.firstByte"),
+                format!("firstByte {first} is longer than total {total}"),
+            );
         }
     }
     if let Some(b) = &route.circuit_breaker {

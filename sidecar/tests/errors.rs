@@ -15,7 +15,12 @@ async fn mock_sidecar() -> Sidecar {
 }
 
 fn assert_openai_error(body: &serde_json::Value, code: &str) {
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     assert!(body["error"]["type"].is_string(), "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
 }
@@ -23,7 +28,13 @@ fn assert_openai_error(body: &serde_json::Value, code: &str) {
 #[tokio::test]
 async fn malformed_and_incomplete_requests_are_400() {
     let sc = mock_sidecar().await;
-    for body in ["{not json", "[]", r#"{"messages":[]}"#, r#"{"model":"m"}"#, r#"{"model":"m","messages":"hi"}"#] {
+    for body in [
+        "{not json",
+        "[]",
+        r#"{"messages":[]}"#,
+        r#"{"model":"m"}"#,
+        r#"{"model":"m","messages":"hi"}"#,
+    ] {
         let (status, headers, bytes) = post_raw(&sc.chat_url(), body.to_string(), &[]).await;
         assert_eq!(status, 400, "{body}");
         assert_eq!(headers["content-type"], "application/json");
@@ -37,17 +48,26 @@ async fn malformed_and_incomplete_requests_are_400() {
 #[tokio::test]
 async fn huge_bodies_are_413_with_or_without_content_length() {
     let sc = mock_sidecar().await;
-    let big = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(100 * 1024)}]});
+    let big =
+        json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(100 * 1024)}]});
     let (status, _, body) = post_json(&sc.chat_url(), &big).await;
     assert_eq!(status, 413);
     assert_openai_error(&body, "request_too_large");
 
     // Chunked: no Content-Length, the limit applies while reading.
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>>>>>();
-    let frames: Vec<_> = (0..100).map(|_| Ok(http_body::Frame::data(bytes::Bytes::from(vec![b' '; 1024])))).collect();
+        .build_http::<http_body_util::StreamBody<
+        futures_util::stream::Iter<
+            std::vec::IntoIter<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>>,
+        >,
+    >>();
+    let frames: Vec<_> = (0..100)
+        .map(|_| Ok(http_body::Frame::data(bytes::Bytes::from(vec![b' '; 1024]))))
+        .collect();
     let req = http::Request::post(sc.chat_url())
-        .body(http_body_util::StreamBody::new(futures_util::stream::iter(frames)))
+        .body(http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames,
+        )))
         .unwrap();
     let resp = client.request(req).await.unwrap();
     assert_eq!(resp.status(), 413);
@@ -59,7 +79,13 @@ async fn unknown_models_and_paths_are_404() {
     let (status, _, body) = post_json(&sc.chat_url(), &chat("gpt-9", "hi")).await;
     assert_eq!(status, 404);
     assert_openai_error(&body, "model_not_found");
-    assert!(body["error"]["message"].as_str().unwrap().contains("known: m"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("known: m"),
+        "{body}"
+    );
     let (status, _, body) = post_json(&format!("{}/v1/nope", sc.url), &json!({})).await;
     assert_eq!(status, 404);
     assert_openai_error(&body, "unknown_url");
@@ -71,25 +97,44 @@ async fn unknown_models_and_paths_are_404() {
 async fn a_bare_base_url_works_too() {
     // Some clients are configured without the /v1 suffix.
     let sc = mock_sidecar().await;
-    let (status, _, body) = post_json(&format!("{}/chat/completions", sc.url), &chat("m", "hi")).await;
+    let (status, _, body) =
+        post_json(&format!("{}/chat/completions", sc.url), &chat("m", "hi")).await;
     assert_eq!(status, 200);
     assert_eq!(body["choices"][0]["message"]["content"], "pong");
 }
 
 #[tokio::test]
 async fn an_upstream_talking_nonsense_is_a_clean_error() {
-    let upstream = FakeUpstream::start(Reply::Raw { status: 500, content_type: "text/html", body: "<html>proxy error</html>".into() }).await;
+    let upstream = FakeUpstream::start(Reply::Raw {
+        status: 500,
+        content_type: "text/html",
+        body: "<html>proxy error</html>".into(),
+    })
+    .await;
     let yaml = route_yaml(
-        &format!("    - {{name: up, kind: openai, baseUrl: \"{}\"}}", upstream.base_url()),
+        &format!(
+            "    - {{name: up, kind: openai, baseUrl: \"{}\"}}",
+            upstream.base_url()
+        ),
         "    - model: m\n      targets: [{provider: up, model: x}]\n      retry: {attempts: 0}",
     );
     let sc = Sidecar::start(&yaml).await;
     let (status, _, body) = post_json(&sc.chat_url(), &chat("m", "hi")).await;
     assert_eq!(status, 500);
-    assert!(body["error"]["message"].as_str().unwrap().contains("<html>proxy error</html>"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("<html>proxy error</html>"),
+        "{body}"
+    );
 
     // A 200 stream of garbage: passed on (the client may understand it), then closed.
-    upstream.always(Reply::Raw { status: 200, content_type: "text/event-stream", body: "data: {{{\n\ndata: [DONE]\n\n".into() });
+    upstream.always(Reply::Raw {
+        status: 200,
+        content_type: "text/event-stream",
+        body: "data: {{{\n\ndata: [DONE]\n\n".into(),
+    });
     let s = post_stream(&sc.chat_url(), &chat_stream("m", "hi")).await;
     assert_eq!(s.data(), ["{{{", "[DONE]"]);
 }
@@ -104,7 +149,10 @@ async fn embeddings_pass_through_and_the_mock_embeds() {
     })
     .await;
     let yaml = route_yaml(
-        &format!("    - {{name: up, kind: openai, baseUrl: \"{}\"}}\n    - {{name: mock, kind: mock}}", upstream.base_url()),
+        &format!(
+            "    - {{name: up, kind: openai, baseUrl: \"{}\"}}\n    - {{name: mock, kind: mock}}",
+            upstream.base_url()
+        ),
         "    - model: embed\n      targets: [{provider: up, model: text-embedding-3-small}]\n    - model: mock-embed\n      targets: [{provider: mock, model: me}]",
     );
     let sc = Sidecar::start(&yaml).await;
@@ -114,9 +162,20 @@ async fn embeddings_pass_through_and_the_mock_embeds() {
     assert_eq!(body["data"][0]["embedding"], json!([0.1, 0.2]));
     assert_eq!(upstream.seen()[0].path, "/v1/embeddings");
     assert_eq!(upstream.seen()[0].body["model"], "text-embedding-3-small");
-    assert_eq!(sc.metric("modelroute_tokens_total", &[("route", "embed"), ("direction", "input")]).await, 4.0);
+    assert_eq!(
+        sc.metric(
+            "modelroute_tokens_total",
+            &[("route", "embed"), ("direction", "input")]
+        )
+        .await,
+        4.0
+    );
 
-    let (status, _, body) = post_json(&url, &json!({"model": "mock-embed", "input": ["a", "b"], "dimensions": 4})).await;
+    let (status, _, body) = post_json(
+        &url,
+        &json!({"model": "mock-embed", "input": ["a", "b"], "dimensions": 4}),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(body["data"].as_array().unwrap().len(), 2);
     assert_eq!(body["data"][1]["embedding"].as_array().unwrap().len(), 4);
@@ -134,7 +193,10 @@ async fn admin_endpoints_answer_and_config_hides_secrets() {
     assert_eq!(get_text(&format!("{}/healthz", sc.admin)).await, "ok\n");
     assert_eq!(get_text(&format!("{}/readyz", sc.admin)).await, "ready\n");
     let config = get_text(&format!("{}/config", sc.admin)).await;
-    assert!(!config.contains("sk-test-inline-never-shown") && !config.contains("hidden-value"), "{config}");
+    assert!(
+        !config.contains("sk-test-inline-never-shown") && !config.contains("hidden-value"),
+        "{config}"
+    );
     let v: serde_json::Value = serde_json::from_str(&config).unwrap();
     assert_eq!(v["version"], 1);
     assert_eq!(v["hash"].as_str().unwrap().len(), 64);

@@ -10,7 +10,11 @@ use support::*;
 use tokio::time::Instant;
 
 fn err(status: u16, message: &str) -> Reply {
-    Reply::Error { status, message: message.into(), retry_after_ms: None }
+    Reply::Error {
+        status,
+        message: message.into(),
+        retry_after_ms: None,
+    }
 }
 
 fn ok(text: &str) -> Reply {
@@ -46,7 +50,11 @@ async fn a_transient_failure_is_retried_invisibly() {
     assert_eq!(fallback.hits(), 0);
     assert_eq!(headers["x-modelroute-attempts"], "3");
     assert_eq!(headers["x-modelroute-target"], "primary/p-model");
-    assert_eq!(sc.metric("modelroute_retries_total", &[("route", "m")]).await, 2.0);
+    assert_eq!(
+        sc.metric("modelroute_retries_total", &[("route", "m")])
+            .await,
+        2.0
+    );
 }
 
 #[tokio::test]
@@ -61,25 +69,40 @@ async fn retries_exhausted_fall_back_and_the_upstream_model_is_rewritten() {
     assert_eq!(primary.seen()[0].body["model"], "p-model");
     assert_eq!(fallback.seen()[0].body["model"], "b-model");
     assert_eq!(headers["x-modelroute-target"], "backup/b-model");
-    assert_eq!(sc.metric("modelroute_fallbacks_total", &[("route", "m")]).await, 1.0);
+    assert_eq!(
+        sc.metric("modelroute_fallbacks_total", &[("route", "m")])
+            .await,
+        1.0
+    );
 }
 
 #[tokio::test]
 async fn retry_after_is_honoured_up_to_the_cap() {
-    let (primary, fallback, sc) = pair(
-        "      retry: {attempts: 1, backoffBase: 1ms, backoffMax: 1ms, maxRetryAfter: 2s}\n",
-    )
-    .await;
-    primary.script([Reply::Error { status: 429, message: "slow down".into(), retry_after_ms: Some(400) }]);
+    let (primary, fallback, sc) =
+        pair("      retry: {attempts: 1, backoffBase: 1ms, backoffMax: 1ms, maxRetryAfter: 2s}\n")
+            .await;
+    primary.script([Reply::Error {
+        status: 429,
+        message: "slow down".into(),
+        retry_after_ms: Some(400),
+    }]);
     let started = Instant::now();
     let (status, _, _) = post_json(&sc.chat_url(), &chat("m", "hi")).await;
     assert_eq!(status, 200);
-    assert!(started.elapsed() >= Duration::from_millis(400), "waited {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "waited {:?}",
+        started.elapsed()
+    );
     assert_eq!(primary.hits(), 2);
     assert_eq!(fallback.hits(), 0);
 
     // A retry-after beyond the cap is not waited for: on to the fallback at once.
-    primary.script([Reply::Error { status: 429, message: "come back in an hour".into(), retry_after_ms: Some(3_600_000) }]);
+    primary.script([Reply::Error {
+        status: 429,
+        message: "come back in an hour".into(),
+        retry_after_ms: Some(3_600_000),
+    }]);
     let (status, _, body) = post_json(&sc.chat_url(), &chat("m", "hi")).await;
     assert_eq!(status, 200);
     assert_eq!(body["choices"][0]["message"]["content"], "from fallback");
@@ -92,7 +115,13 @@ async fn the_request_s_own_errors_are_not_retried() {
     primary.script([err(400, "messages: field required")]);
     let (status, _, body) = post_json(&sc.chat_url(), &chat("m", "hi")).await;
     assert_eq!(status, 400);
-    assert!(body["error"]["message"].as_str().unwrap().contains("messages: field required"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("messages: field required"),
+        "{body}"
+    );
     assert_eq!(body["error"]["code"], "fake_code");
     assert_eq!((primary.hits(), fallback.hits()), (1, 0));
 }
@@ -106,15 +135,24 @@ async fn when_all_fail_the_client_gets_the_last_status_and_message_but_never_the
     let (status, _, body) = post_json(&sc.chat_url(), &chat("m", "hi")).await;
     assert_eq!(status, 503);
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("backup/b-model") && message.contains("fallback is down too"), "{message}");
-    assert!(message.contains("6 tries"), "three tries per target: {message}");
+    assert!(
+        message.contains("backup/b-model") && message.contains("fallback is down too"),
+        "{message}"
+    );
+    assert!(
+        message.contains("6 tries"),
+        "three tries per target: {message}"
+    );
     assert!(!body.to_string().contains("sk-test-primary-key-0000"));
 
     // Only the primary answered: its message reaches the client, scrubbed.
     fallback.always(err(404, "no such model"));
     primary.always(err(500, "key sk-test-primary-key-0000 rejected"));
     let (_, _, body) = post_json(&sc.chat_url(), &chat("m", "hi")).await;
-    assert!(!body.to_string().contains("sk-test-primary-key-0000"), "{body}");
+    assert!(
+        !body.to_string().contains("sk-test-primary-key-0000"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -123,12 +161,19 @@ async fn the_key_is_injected_and_client_credentials_are_not_forwarded() {
     let (status, _, _) = post_json_with(
         &sc.chat_url(),
         &chat("m", "hi"),
-        &[("authorization", "Bearer app-placeholder"), ("x-api-key", "nope"), ("openai-beta", "x=1")],
+        &[
+            ("authorization", "Bearer app-placeholder"),
+            ("x-api-key", "nope"),
+            ("openai-beta", "x=1"),
+        ],
     )
     .await;
     assert_eq!(status, 200);
     let seen = &primary.seen()[0];
-    assert_eq!(seen.headers["authorization"], "Bearer sk-test-primary-key-0000");
+    assert_eq!(
+        seen.headers["authorization"],
+        "Bearer sk-test-primary-key-0000"
+    );
     assert!(seen.headers.get("x-api-key").is_none());
     assert_eq!(seen.headers["openai-beta"], "x=1");
     assert_eq!(seen.path, "/v1/chat/completions");
@@ -137,7 +182,11 @@ async fn the_key_is_injected_and_client_credentials_are_not_forwarded() {
 #[tokio::test]
 async fn a_connection_refused_fails_over() {
     // A port nothing listens on: bind, note it, close.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let fallback = FakeUpstream::start(ok("from fallback")).await;
     let providers = format!(
         "    - {{name: dead, kind: openai, baseUrl: \"http://{closed}/v1\"}}\n    - {{name: backup, kind: openai, baseUrl: \"{}\"}}",
@@ -149,19 +198,27 @@ async fn a_connection_refused_fails_over() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["choices"][0]["message"]["content"], "from fallback");
     assert_eq!(
-        sc.metric("modelroute_upstream_attempts_total", &[("target", "dead/x"), ("outcome", "connect_error")]).await,
+        sc.metric(
+            "modelroute_upstream_attempts_total",
+            &[("target", "dead/x"), ("outcome", "connect_error")]
+        )
+        .await,
         2.0
     );
 }
 
 #[tokio::test]
 async fn a_hanging_target_times_out_fails_over_and_is_cancelled() {
-    let (primary, fallback, sc) = pair("      retry: {attempts: 0}\n      timeouts: {firstByte: 200ms}\n").await;
+    let (primary, fallback, sc) =
+        pair("      retry: {attempts: 0}\n      timeouts: {firstByte: 200ms}\n").await;
     primary.always(Reply::Hang);
     let (status, _, body) = post_json(&sc.chat_url(), &chat("m", "hi")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["choices"][0]["message"]["content"], "from fallback");
-    assert!(primary.wait_cancelled(1).await, "the hung upstream request was not cancelled");
+    assert!(
+        primary.wait_cancelled(1).await,
+        "the hung upstream request was not cancelled"
+    );
     assert_eq!(fallback.hits(), 1);
 }
 
@@ -188,7 +245,11 @@ async fn the_breaker_opens_skips_the_target_and_recovers_after_the_cooldown() {
     assert_eq!(primary.hits(), 2);
     let (_, _, config) = get_json(&format!("{}/config", sc.admin)).await;
     assert_eq!(config["circuits"]["primary/p-model"], "open");
-    assert_eq!(sc.metric("modelroute_circuit_state", &[("target", "primary/p-model")]).await, 2.0);
+    assert_eq!(
+        sc.metric("modelroute_circuit_state", &[("target", "primary/p-model")])
+            .await,
+        2.0
+    );
 
     // Open: the primary is not even tried.
     let (status, _, body) = post_json(&sc.chat_url(), &chat("m", "hi")).await;
@@ -210,14 +271,23 @@ async fn the_breaker_opens_skips_the_target_and_recovers_after_the_cooldown() {
 #[tokio::test]
 async fn every_circuit_open_is_a_clear_503() {
     let upstream = FakeUpstream::start(err(500, "down")).await;
-    let providers = format!("    - {{name: only, kind: openai, baseUrl: \"{}\"}}", upstream.base_url());
+    let providers = format!(
+        "    - {{name: only, kind: openai, baseUrl: \"{}\"}}",
+        upstream.base_url()
+    );
     let routes = "    - model: m\n      targets: [{provider: only, model: x}]\n      retry: {attempts: 0}\n      circuitBreaker: {consecutiveFailures: 1, cooldown: 1h}";
     let sc = Sidecar::start(&route_yaml(&providers, routes)).await;
     let (status, _, _) = post_json(&sc.chat_url(), &chat("m", "hi")).await;
     assert_eq!(status, 500);
     let (status, _, body) = post_json(&sc.chat_url(), &chat("m", "hi")).await;
     assert_eq!(status, 503);
-    assert!(body["error"]["message"].as_str().unwrap().contains("open circuit breaker"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("open circuit breaker"),
+        "{body}"
+    );
     assert_eq!(upstream.hits(), 1);
 }
 

@@ -11,7 +11,9 @@ use support::*;
 fn mock_routes(aliases: &[&str]) -> String {
     let routes: Vec<String> = aliases
         .iter()
-        .map(|a| format!("    - model: {a}\n      targets: [{{provider: mock, model: {a}-upstream}}]"))
+        .map(|a| {
+            format!("    - model: {a}\n      targets: [{{provider: mock, model: {a}-upstream}}]")
+        })
         .collect();
     route_yaml("    - {name: mock, kind: mock}", &routes.join("\n"))
 }
@@ -23,11 +25,21 @@ async fn a_changed_file_swaps_the_routes() {
     sc.write_config(&mock_routes(&["alpha", "beta"]));
     assert!(sc.wait_version(2).await, "config not reloaded");
     let (_, _, models) = get_json(&format!("{}/v1/models", sc.url)).await;
-    let ids: Vec<_> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<_> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["alpha", "beta"]);
     let (status, _, body) = post_json(&sc.chat_url(), &chat("beta", "hi")).await;
     assert_eq!(status, 200);
-    assert!(body["choices"][0]["message"]["content"].as_str().unwrap().contains("beta-upstream"));
+    assert!(
+        body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("beta-upstream")
+    );
     assert_eq!(sc.metric("modelroute_config_version", &[]).await, 2.0);
 }
 
@@ -36,18 +48,29 @@ async fn a_bad_config_is_refused_and_the_old_one_keeps_serving() {
     let sc = Sidecar::start(&mock_routes(&["alpha"])).await;
     let broken = [
         "not: [valid yaml".to_string(),
-        route_yaml("    - {name: mock, kind: mock}", "    - model: alpha\n      targets: [{provider: nobody, model: x}]"),
+        route_yaml(
+            "    - {name: mock, kind: mock}",
+            "    - model: alpha\n      targets: [{provider: nobody, model: x}]",
+        ),
     ];
     for (i, bad) in broken.iter().enumerate() {
         sc.write_config(bad);
         let want = (i + 1) as f64;
         for _ in 0..100 {
-            if sc.metric("modelroute_config_reloads_total", &[("result", "rejected")]).await >= want {
+            if sc
+                .metric("modelroute_config_reloads_total", &[("result", "rejected")])
+                .await
+                >= want
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(sc.metric("modelroute_config_reloads_total", &[("result", "rejected")]).await, want);
+        assert_eq!(
+            sc.metric("modelroute_config_reloads_total", &[("result", "rejected")])
+                .await,
+            want
+        );
         assert_eq!(sc.config_version().await, 1);
         let (status, _, _) = post_json(&sc.chat_url(), &chat("alpha", "still here?")).await;
         assert_eq!(status, 200);
@@ -61,7 +84,10 @@ async fn an_identical_rewrite_changes_nothing() {
     assert!(sc.wait_version(2).await);
     sc.write_config(&mock_routes(&["alpha", "beta"]));
     sc.write_config(&mock_routes(&["alpha", "beta", "gamma"]));
-    assert!(sc.wait_version(3).await, "the identical write must not count as a version");
+    assert!(
+        sc.wait_version(3).await,
+        "the identical write must not count as a version"
+    );
 }
 
 #[tokio::test]
@@ -73,7 +99,10 @@ async fn a_reload_does_not_drop_requests_in_flight() {
     .await;
     let yaml = |alias: &str| {
         route_yaml(
-            &format!("    - {{name: up, kind: openai, baseUrl: \"{}\"}}", upstream.base_url()),
+            &format!(
+                "    - {{name: up, kind: openai, baseUrl: \"{}\"}}",
+                upstream.base_url()
+            ),
             &format!("    - model: {alias}\n      targets: [{{provider: up, model: x}}]"),
         )
     };
@@ -92,21 +121,37 @@ async fn a_reload_does_not_drop_requests_in_flight() {
 
 #[tokio::test]
 async fn breakers_survive_a_reload_that_keeps_the_target() {
-    let upstream = FakeUpstream::start(Reply::Error { status: 500, message: "down".into(), retry_after_ms: None }).await;
+    let upstream = FakeUpstream::start(Reply::Error {
+        status: 500,
+        message: "down".into(),
+        retry_after_ms: None,
+    })
+    .await;
     let yaml = |extra: &str| {
         route_yaml(
-            &format!("    - {{name: up, kind: openai, baseUrl: \"{}\"}}\n    - {{name: mock, kind: mock}}", upstream.base_url()),
-            &format!("    - model: m\n      targets: [{{provider: up, model: x}}]\n      fallbacks: [{{provider: mock, model: mk}}]\n      retry: {{attempts: 0}}\n      circuitBreaker: {{consecutiveFailures: 1, cooldown: 1h}}\n{extra}"),
+            &format!(
+                "    - {{name: up, kind: openai, baseUrl: \"{}\"}}\n    - {{name: mock, kind: mock}}",
+                upstream.base_url()
+            ),
+            &format!(
+                "    - model: m\n      targets: [{{provider: up, model: x}}]\n      fallbacks: [{{provider: mock, model: mk}}]\n      retry: {{attempts: 0}}\n      circuitBreaker: {{consecutiveFailures: 1, cooldown: 1h}}\n{extra}"
+            ),
         )
     };
     let sc = Sidecar::start(&yaml("")).await;
     post_json(&sc.chat_url(), &chat("m", "hi")).await;
     assert_eq!(upstream.hits(), 1);
-    sc.write_config(&yaml("    - model: other\n      targets: [{provider: mock, model: o}]"));
+    sc.write_config(&yaml(
+        "    - model: other\n      targets: [{provider: mock, model: o}]",
+    ));
     assert!(sc.wait_version(2).await);
     let (status, _, _) = post_json(&sc.chat_url(), &chat("m", "hi")).await;
     assert_eq!(status, 200);
-    assert_eq!(upstream.hits(), 1, "the open circuit was kept across the reload");
+    assert_eq!(
+        upstream.hits(),
+        1,
+        "the open circuit was kept across the reload"
+    );
 }
 
 #[tokio::test]
@@ -144,5 +189,8 @@ async fn a_start_with_a_bad_config_fails_with_every_problem_named() {
     .await
     .unwrap_err()
     .to_string();
-    assert!(err.contains("MODELROUTE_TEST_UNSET_VARIABLE is not set"), "{err}");
+    assert!(
+        err.contains("MODELROUTE_TEST_UNSET_VARIABLE is not set"),
+        "{err}"
+    );
 }

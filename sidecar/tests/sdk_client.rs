@@ -5,6 +5,12 @@
 //! at the workspace root (`scripts/test` creates it). Without one the test fails in CI
 //! (`CI` set) and is skipped loudly elsewhere.
 
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers: a failure should stop the test"
+)]
+
 mod support;
 
 use std::path::PathBuf;
@@ -34,13 +40,22 @@ async fn sdk(python: &PathBuf, base_url: &str, case: &str) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../e2e/python/sdk_check.py");
     let out = tokio::time::timeout(
         Duration::from_secs(60),
-        tokio::process::Command::new(python).arg(script).arg(base_url).arg(case).output(),
+        tokio::process::Command::new(python)
+            .arg(script)
+            .arg(base_url)
+            .arg(case)
+            .output(),
     )
     .await
     .expect("the SDK script hung")
     .expect("cannot run python");
-    assert!(out.status.success(), "{case}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{case}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    assert!(
+        out.status.success(),
+        "{case}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{case}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 #[tokio::test]
@@ -61,13 +76,20 @@ async fn the_openai_python_sdk_works_unchanged() {
     let stream = sdk(&python, &base, "stream").await;
     assert_eq!(stream["content"], "Hello there, friend");
     assert_eq!(stream["finish"], serde_json::json!(["stop"]));
-    assert_eq!(stream["usage"], serde_json::json!([]), "usage hidden unless asked");
+    assert_eq!(
+        stream["usage"],
+        serde_json::json!([]),
+        "usage hidden unless asked"
+    );
 
     let stream = sdk(&python, &base, "stream_usage").await;
     assert_eq!(stream["usage"], serde_json::json!([3]));
 
     let emb = sdk(&python, &base, "embeddings").await;
-    assert_eq!((emb["count"].as_u64(), emb["dims"].as_u64()), (Some(2), Some(8)));
+    assert_eq!(
+        (emb["count"].as_u64(), emb["dims"].as_u64()),
+        (Some(2), Some(8))
+    );
 
     let models = sdk(&python, &base, "models").await;
     assert_eq!(models["ids"], serde_json::json!(["m", "m-embed"]));
@@ -80,9 +102,17 @@ async fn the_openai_python_sdk_works_unchanged() {
 #[tokio::test]
 async fn the_sdk_surfaces_upstream_failures() {
     let Some(python) = python() else { return };
-    let upstream = FakeUpstream::start(Reply::Error { status: 503, message: "provider overloaded".into(), retry_after_ms: None }).await;
+    let upstream = FakeUpstream::start(Reply::Error {
+        status: 503,
+        message: "provider overloaded".into(),
+        retry_after_ms: None,
+    })
+    .await;
     let yaml = route_yaml(
-        &format!("    - {{name: up, kind: openai, baseUrl: \"{}\"}}", upstream.base_url()),
+        &format!(
+            "    - {{name: up, kind: openai, baseUrl: \"{}\"}}",
+            upstream.base_url()
+        ),
         "    - model: m\n      targets: [{provider: up, model: x}]\n      retry: {attempts: 0}\n      circuitBreaker: {consecutiveFailures: 0}",
     );
     let sc = Sidecar::start(&yaml).await;
@@ -91,7 +121,13 @@ async fn the_sdk_surfaces_upstream_failures() {
     let down = sdk(&python, &base, "upstream_down").await;
     assert_eq!(down["error"], "InternalServerError");
     assert_eq!(down["status"], 503);
-    assert!(down["message"].as_str().unwrap().contains("provider overloaded"), "{down}");
+    assert!(
+        down["message"]
+            .as_str()
+            .unwrap()
+            .contains("provider overloaded"),
+        "{down}"
+    );
 
     upstream.always(Reply::CutStream {
         pieces: vec!["partial ".into(), "answer".into(), "never".into()],
@@ -101,5 +137,8 @@ async fn the_sdk_surfaces_upstream_failures() {
     let broken = sdk(&python, &base, "stream_broken").await;
     assert_eq!(broken["error"], "APIError", "{broken}");
     let message = broken["message"].as_str().unwrap();
-    assert!(message.contains("up/x") && message.contains("stream"), "{broken}");
+    assert!(
+        message.contains("up/x") && message.contains("stream"),
+        "{broken}"
+    );
 }

@@ -13,7 +13,10 @@ fn pieces(words: &[&str]) -> Vec<String> {
 }
 
 fn stream(words: &[&str], delay_ms: u64) -> Reply {
-    Reply::Stream { pieces: pieces(words), delay: Duration::from_millis(delay_ms) }
+    Reply::Stream {
+        pieces: pieces(words),
+        delay: Duration::from_millis(delay_ms),
+    }
 }
 
 async fn pair(policy: &str) -> (FakeUpstream, FakeUpstream, Sidecar) {
@@ -27,7 +30,11 @@ async fn pair(policy: &str) -> (FakeUpstream, FakeUpstream, Sidecar) {
     let routes = format!(
         "    - model: m\n      targets: [{{provider: primary, model: p}}]\n      fallbacks: [{{provider: backup, model: b}}]\n      retry: {{attempts: 0}}\n{policy}"
     );
-    (primary, fallback, Sidecar::start(&route_yaml(&providers, &routes)).await)
+    (
+        primary,
+        fallback,
+        Sidecar::start(&route_yaml(&providers, &routes)).await,
+    )
 }
 
 #[tokio::test]
@@ -42,15 +49,33 @@ async fn chunks_reach_the_client_as_the_upstream_sends_them() {
     assert_eq!(s.data().last().unwrap(), "[DONE]");
     // Events arrive spread over time, not in one buffered burst: the first content
     // event arrives at least 4 upstream delays before the last one.
-    let first = s.chunks.iter().find(|(_, b)| b.windows(4).any(|w| w == b"\"a \"")).unwrap().0;
-    let last = s.chunks.iter().find(|(_, b)| b.windows(3).any(|w| w == b"\"e\"")).unwrap().0;
-    assert!(last - first >= Duration::from_millis(4 * 150 - 50), "spread {:?}", last - first);
+    let first = s
+        .chunks
+        .iter()
+        .find(|(_, b)| b.windows(4).any(|w| w == b"\"a \""))
+        .unwrap()
+        .0;
+    let last = s
+        .chunks
+        .iter()
+        .find(|(_, b)| b.windows(3).any(|w| w == b"\"e\""))
+        .unwrap()
+        .0;
+    assert!(
+        last - first >= Duration::from_millis(4 * 150 - 50),
+        "spread {:?}",
+        last - first
+    );
 }
 
 #[tokio::test]
 async fn a_stream_that_breaks_before_its_first_event_fails_over_invisibly() {
     let (primary, fallback, sc) = pair("").await;
-    primary.always(Reply::CutStream { pieces: pieces(&["x"]), sent: 0, delay: Duration::ZERO });
+    primary.always(Reply::CutStream {
+        pieces: pieces(&["x"]),
+        sent: 0,
+        delay: Duration::ZERO,
+    });
     let s = post_stream(&sc.chat_url(), &chat_stream("m", "hi")).await;
     assert_eq!(s.status, 200);
     assert_eq!(s.content(), "from fallback");
@@ -63,27 +88,52 @@ async fn a_stream_that_breaks_before_its_first_event_fails_over_invisibly() {
 #[tokio::test]
 async fn an_error_status_fails_over_and_all_failing_is_a_real_status() {
     let (primary, fallback, sc) = pair("").await;
-    primary.always(Reply::Error { status: 503, message: "busy".into(), retry_after_ms: None });
+    primary.always(Reply::Error {
+        status: 503,
+        message: "busy".into(),
+        retry_after_ms: None,
+    });
     let s = post_stream(&sc.chat_url(), &chat_stream("m", "hi")).await;
     assert_eq!(s.content(), "from fallback");
-    fallback.always(Reply::Error { status: 429, message: "rate limited".into(), retry_after_ms: None });
+    fallback.always(Reply::Error {
+        status: 429,
+        message: "rate limited".into(),
+        retry_after_ms: None,
+    });
     let s = post_stream(&sc.chat_url(), &chat_stream("m", "hi")).await;
-    assert_eq!(s.status, 429, "before any byte the client gets a real status");
+    assert_eq!(
+        s.status, 429,
+        "before any byte the client gets a real status"
+    );
     assert!(s.text().contains("rate limited"), "{}", s.text());
 }
 
 #[tokio::test]
 async fn no_retry_once_a_byte_reached_the_client() {
     let (primary, fallback, sc) = pair("").await;
-    primary.always(Reply::CutStream { pieces: pieces(&["one ", "two ", "three"]), sent: 2, delay: Duration::from_millis(20) });
+    primary.always(Reply::CutStream {
+        pieces: pieces(&["one ", "two ", "three"]),
+        sent: 2,
+        delay: Duration::from_millis(20),
+    });
     let s = post_stream(&sc.chat_url(), &chat_stream("m", "hi")).await;
     assert_eq!(s.status, 200);
     assert_eq!(s.content(), "one two ");
     let last: serde_json::Value = serde_json::from_str(s.data().last().unwrap()).unwrap();
-    assert_eq!(last["error"]["type"], "upstream_error", "the stream ends with an error event");
+    assert_eq!(
+        last["error"]["type"], "upstream_error",
+        "the stream ends with an error event"
+    );
     assert!(!s.text().contains("[DONE]"));
     assert_eq!((primary.hits(), fallback.hits()), (1, 0));
-    assert_eq!(sc.metric("modelroute_errors_total", &[("route", "m"), ("kind", "stream_interrupted")]).await, 1.0);
+    assert_eq!(
+        sc.metric(
+            "modelroute_errors_total",
+            &[("route", "m"), ("kind", "stream_interrupted")]
+        )
+        .await,
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -91,15 +141,34 @@ async fn usage_is_always_requested_but_only_shown_when_asked() {
     let (primary, _, sc) = pair("").await;
     primary.always(stream(&["x ", "y"], 0));
     let s = post_stream(&sc.chat_url(), &chat_stream("m", "hi")).await;
-    assert_eq!(primary.seen()[0].body["stream_options"]["include_usage"], true);
-    assert!(!s.text().contains("\"usage\":{"), "usage chunk hidden: {}", s.text());
-    assert_eq!(sc.metric("modelroute_tokens_total", &[("direction", "input")]).await, 11.0);
-    assert_eq!(sc.metric("modelroute_tokens_total", &[("direction", "output")]).await, 2.0);
+    assert_eq!(
+        primary.seen()[0].body["stream_options"]["include_usage"],
+        true
+    );
+    assert!(
+        !s.text().contains("\"usage\":{"),
+        "usage chunk hidden: {}",
+        s.text()
+    );
+    assert_eq!(
+        sc.metric("modelroute_tokens_total", &[("direction", "input")])
+            .await,
+        11.0
+    );
+    assert_eq!(
+        sc.metric("modelroute_tokens_total", &[("direction", "output")])
+            .await,
+        2.0
+    );
 
     let mut asked = chat_stream("m", "hi");
     asked["stream_options"] = serde_json::json!({"include_usage": true});
     let s = post_stream(&sc.chat_url(), &asked).await;
-    let usage: Vec<_> = s.data().into_iter().filter(|d| d.contains("\"usage\":{")).collect();
+    let usage: Vec<_> = s
+        .data()
+        .into_iter()
+        .filter(|d| d.contains("\"usage\":{"))
+        .collect();
     assert_eq!(usage.len(), 1, "{}", s.text());
 }
 
@@ -108,13 +177,19 @@ async fn keep_alives_flow_while_the_first_token_is_slow_and_failover_still_works
     let (primary, fallback, sc) =
         pair("      timeouts: {firstByte: 900ms, keepAlive: 200ms}\n").await;
     primary.always(Reply::Hang);
-    fallback.always(Reply::Delay(Duration::from_millis(300), Box::new(stream(&["late"], 0))));
+    fallback.always(Reply::Delay(
+        Duration::from_millis(300),
+        Box::new(stream(&["late"], 0)),
+    ));
     let s = post_stream(&sc.chat_url(), &chat_stream("m", "hi")).await;
     assert_eq!(s.status, 200);
     let text = s.text();
     let first_data = text.find("data:").unwrap();
     let keep_alives = text[..first_data].matches(": keep-alive").count();
-    assert!(keep_alives >= 3, "{keep_alives} keep-alives before data: {text}");
+    assert!(
+        keep_alives >= 3,
+        "{keep_alives} keep-alives before data: {text}"
+    );
     assert_eq!(s.content(), "late");
     assert!(!text.contains("error"), "{text}");
     assert_eq!(fallback.hits(), 1);
@@ -122,7 +197,8 @@ async fn keep_alives_flow_while_the_first_token_is_slow_and_failover_still_works
 
 #[tokio::test]
 async fn after_keep_alives_a_final_failure_is_an_error_event() {
-    let (primary, fallback, sc) = pair("      timeouts: {firstByte: 300ms, keepAlive: 100ms}\n").await;
+    let (primary, fallback, sc) =
+        pair("      timeouts: {firstByte: 300ms, keepAlive: 100ms}\n").await;
     primary.always(Reply::Hang);
     fallback.always(Reply::Hang);
     let s = post_stream(&sc.chat_url(), &chat_stream("m", "hi")).await;
@@ -139,8 +215,18 @@ async fn an_idle_upstream_ends_the_stream_with_an_error_event() {
     let s = post_stream(&sc.chat_url(), &chat_stream("m", "hi")).await;
     assert_eq!(s.content(), "first ");
     let last: serde_json::Value = serde_json::from_str(s.data().last().unwrap()).unwrap();
-    assert!(last["error"]["message"].as_str().unwrap().contains("idle timeout"), "{}", s.text());
-    assert!(primary.wait_cancelled(1).await, "the idle upstream stream was not dropped");
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("idle timeout"),
+        "{}",
+        s.text()
+    );
+    assert!(
+        primary.wait_cancelled(1).await,
+        "the idle upstream stream was not dropped"
+    );
 }
 
 #[tokio::test]
@@ -151,15 +237,24 @@ async fn a_client_that_disconnects_mid_stream_cancels_the_upstream() {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<bytes::Bytes>>();
     let req = http::Request::post(sc.chat_url())
-        .body(http_body_util::Full::new(bytes::Bytes::from(chat_stream("m", "hi").to_string())))
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            chat_stream("m", "hi").to_string(),
+        )))
         .unwrap();
     let mut body = client.request(req).await.unwrap().into_body();
     let first = body.frame().await.unwrap().unwrap();
     assert!(first.is_data());
     drop(body);
     drop(client);
-    assert!(primary.wait_cancelled(1).await, "upstream stream still being read");
-    assert!(sc.metric("modelroute_errors_total", &[("kind", "client_closed")]).await >= 1.0);
+    assert!(
+        primary.wait_cancelled(1).await,
+        "upstream stream still being read"
+    );
+    assert!(
+        sc.metric("modelroute_errors_total", &[("kind", "client_closed")])
+            .await
+            >= 1.0
+    );
 }
 
 #[tokio::test]
@@ -178,7 +273,10 @@ async fn a_client_that_disconnects_while_waiting_cancels_the_upstream() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         call.abort();
-        assert!(primary.wait_cancelled(before + 1).await, "upstream request not cancelled");
+        assert!(
+            primary.wait_cancelled(before + 1).await,
+            "upstream request not cancelled"
+        );
     }
 }
 

@@ -158,3 +158,13 @@ fn other_kinds_are_refused_and_empty_documents_skipped() {
     .unwrap();
     assert_eq!(docs.len(), 1);
 }
+
+#[test]
+fn scalars_that_look_like_booleans_or_numbers_stay_strings() {
+    let s = spec(
+        "  providers: [{name: n, kind: mock}]\n  routes:\n    - model: y\n      targets: [{provider: n, model: 1.5}]\n",
+    );
+    assert_eq!(s.routes[0].model, "y");
+    assert_eq!(s.routes[0].targets[0].model, "1.5");
+    assert_eq!(s.providers[0].name, "n");
+}

@@ -86,18 +86,23 @@ impl Watch {
             let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
             parent.unwrap_or(Path::new(".")).to_path_buf()
         };
-        if let Some(w) = watcher.as_mut() {
-            if let Err(e) = w.watch(&dir, RecursiveMode::Recursive) {
-                warn!(dir = %dir.display(), error = %e, "cannot watch the config; send SIGHUP to reload");
-            }
+        if let Some(w) = watcher.as_mut()
+            && let Err(e) = w.watch(&dir, RecursiveMode::Recursive)
+        {
+            warn!(dir = %dir.display(), error = %e, "cannot watch the config; send SIGHUP to reload");
         }
-        Self { path, changes, _watcher: watcher }
+        Self {
+            path,
+            changes,
+            _watcher: watcher,
+        }
     }
 
     /// Reloads whenever the config changes or on SIGHUP, until `shutdown`. A config that
     /// does not load is logged and counted; the active one keeps serving.
     pub async fn run(mut self, app: Arc<App>, shutdown: CancellationToken) {
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
             let hup = async {
                 match hangup.as_mut() {

@@ -56,7 +56,7 @@ impl MockProvider {
             .spec
             .failure
             .as_ref()
-            .filter(|f| n % u64::from(f.every.unwrap_or(1).max(1)) == 0);
+            .filter(|f| n.is_multiple_of(u64::from(f.every.unwrap_or(1).max(1))));
         let mut cut = false;
         if let Some(f) = failure {
             match f.mode {

@@ -215,18 +215,18 @@ async fn first_event(
             Ok(Some(Ok(event))) => event,
         };
         let Some(data) = event.data() else { continue };
-        if let Ok(peek) = serde_json::from_slice::<ChunkPeek>(&data) {
-            if peek.error.is_some() {
-                let mut error = error_body(&data);
-                error.message = target.provider.scrub(&error.message);
-                return Err(TryError {
-                    disposition: Disposition::Retry,
-                    status: None,
-                    error,
-                    retry_after: None,
-                    outcome: "stream_error",
-                });
-            }
+        if let Ok(peek) = serde_json::from_slice::<ChunkPeek>(&data)
+            && peek.error.is_some()
+        {
+            let mut error = error_body(&data);
+            error.message = target.provider.scrub(&error.message);
+            return Err(TryError {
+                disposition: Disposition::Retry,
+                status: None,
+                error,
+                retry_after: None,
+                outcome: "stream_error",
+            });
         }
         return Ok(event);
     }

@@ -167,11 +167,11 @@ impl Decoder {
             }
             match self.body.frame().await {
                 Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        if let Err(e) = self.splitter.push(data) {
-                            self.done = true;
-                            return Some(Err(e));
-                        }
+                    if let Ok(data) = frame.into_data()
+                        && let Err(e) = self.splitter.push(data)
+                    {
+                        self.done = true;
+                        return Some(Err(e));
                     }
                 }
                 Some(Err(e)) => {

@@ -15,14 +15,25 @@ fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<B
     Client::builder(TokioExecutor::new()).build_http()
 }
 
-pub async fn post_raw(url: &str, body: impl Into<Bytes>, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {
+pub async fn post_raw(
+    url: &str,
+    body: impl Into<Bytes>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Bytes) {
     let mut req = Request::post(url).header("content-type", "application/json");
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = client().request(req.body(Full::new(body.into())).unwrap()).await.unwrap();
+    let resp = client()
+        .request(req.body(Full::new(body.into())).unwrap())
+        .await
+        .unwrap();
     let (parts, body) = resp.into_parts();
-    (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
 }
 
 /// POSTs JSON and parses the JSON answer.
@@ -30,9 +41,14 @@ pub async fn post_json(url: &str, body: &Value) -> (StatusCode, HeaderMap, Value
     post_json_with(url, body, &[]).await
 }
 
-pub async fn post_json_with(url: &str, body: &Value, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Value) {
+pub async fn post_json_with(
+    url: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Value) {
     let (status, headers, bytes) = post_raw(url, body.to_string(), headers).await;
-    let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    let v = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, headers, v)
 }
 
@@ -40,12 +56,24 @@ pub async fn get_json(url: &str) -> (StatusCode, HeaderMap, Value) {
     let resp = client().get(url.parse().unwrap()).await.unwrap();
     let (parts, body) = resp.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
-    (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        parts.status,
+        parts.headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 pub async fn get_text(url: &str) -> String {
     let resp = client().get(url.parse().unwrap()).await.unwrap();
-    String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
 }
 
 /// A streamed answer: status, headers, and each body chunk with its arrival time.
@@ -58,14 +86,21 @@ pub struct Streamed {
 
 impl Streamed {
     pub fn text(&self) -> String {
-        self.chunks.iter().map(|(_, b)| String::from_utf8_lossy(b).into_owned()).collect()
+        self.chunks
+            .iter()
+            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+            .collect()
     }
 
     /// The `data:` payloads, in order (comments left out).
     pub fn data(&self) -> Vec<String> {
         self.text()
             .split("\n\n")
-            .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_string))
+            .filter_map(|e| {
+                e.lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .map(str::to_string)
+            })
             .collect()
     }
 
@@ -74,7 +109,11 @@ impl Streamed {
         self.data()
             .iter()
             .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-            .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_string)
+            })
             .collect()
     }
 }
@@ -96,7 +135,12 @@ pub async fn post_stream(url: &str, body: &Value) -> Streamed {
             chunks.push((Instant::now(), data));
         }
     }
-    Streamed { status: parts.status, headers: parts.headers, chunks, started }
+    Streamed {
+        status: parts.status,
+        headers: parts.headers,
+        chunks,
+        started,
+    }
 }
 
 pub fn chat(model: &str, text: &str) -> Value {

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, StreamBody};
 use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -28,17 +28,32 @@ pub enum Reply {
     /// A chat completion whose content is this text.
     Text(String),
     /// A status with an OpenAI error body and optional `retry-after-ms`.
-    Error { status: u16, message: String, retry_after_ms: Option<u64> },
+    Error {
+        status: u16,
+        message: String,
+        retry_after_ms: Option<u64>,
+    },
     /// A stream of these content pieces, `delay` apart, then finish, usage (if asked), [DONE].
-    Stream { pieces: Vec<String>, delay: Duration },
+    Stream {
+        pieces: Vec<String>,
+        delay: Duration,
+    },
     /// Stream headers and `sent` content pieces, then the connection is cut.
-    CutStream { pieces: Vec<String>, sent: usize, delay: Duration },
+    CutStream {
+        pieces: Vec<String>,
+        sent: usize,
+        delay: Duration,
+    },
     /// Wait, then answer the next reply.
     Delay(Duration, Box<Reply>),
     /// Never answer.
     Hang,
     /// Exactly these bytes with this status and content type.
-    Raw { status: u16, content_type: &'static str, body: String },
+    Raw {
+        status: u16,
+        content_type: &'static str,
+        body: String,
+    },
 }
 
 /// What the upstream saw of one request.
@@ -90,7 +105,9 @@ impl FakeUpstream {
         let st = state.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let st = st.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(st.clone(), req));
@@ -145,13 +162,27 @@ impl FakeUpstream {
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let headers = req.headers().clone();
-    let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     state.hits.fetch_add(1, Ordering::SeqCst);
-    state.seen.lock().unwrap().push(Seen { path, headers, body: body.clone() });
+    state.seen.lock().unwrap().push(Seen {
+        path,
+        headers,
+        body: body.clone(),
+    });
     let reply = state.script.lock().unwrap().pop_front();
-    let reply = reply.or_else(|| state.fallback.lock().unwrap().clone()).unwrap_or(Reply::Hang);
-    let mut guard = CancelGuard { state: state.clone(), done: false };
+    let reply = reply
+        .or_else(|| state.fallback.lock().unwrap().clone())
+        .unwrap_or(Reply::Hang);
+    let mut guard = CancelGuard {
+        state: state.clone(),
+        done: false,
+    };
     let resp = answer(&state, reply, &body).await;
     guard.done = true;
     Ok(resp)
@@ -166,10 +197,18 @@ fn answer<'a>(
         let model = req["model"].as_str().unwrap_or("fake").to_string();
         match reply {
             Reply::Text(text) => json_resp(200, completion(&model, &text)),
-            Reply::Error { status, message, retry_after_ms } => {
-                let mut r = json_resp(status, json!({"error": {"message": message, "type": "server_error", "param": null, "code": "fake_code"}}));
+            Reply::Error {
+                status,
+                message,
+                retry_after_ms,
+            } => {
+                let mut r = json_resp(
+                    status,
+                    json!({"error": {"message": message, "type": "server_error", "param": null, "code": "fake_code"}}),
+                );
                 if let Some(ms) = retry_after_ms {
-                    r.headers_mut().insert("retry-after-ms", ms.to_string().parse().unwrap());
+                    r.headers_mut()
+                        .insert("retry-after-ms", ms.to_string().parse().unwrap());
                 }
                 r
             }
@@ -178,10 +217,15 @@ fn answer<'a>(
                 answer(state, *next, req).await
             }
             Reply::Hang => std::future::pending().await,
-            Reply::Raw { status, content_type, body } => {
+            Reply::Raw {
+                status,
+                content_type,
+                body,
+            } => {
                 let mut r = Response::new(full(body));
                 *r.status_mut() = StatusCode::from_u16(status).unwrap();
-                r.headers_mut().insert("content-type", content_type.parse().unwrap());
+                r.headers_mut()
+                    .insert("content-type", content_type.parse().unwrap());
                 r
             }
             Reply::Stream { pieces, delay } => {
@@ -196,8 +240,15 @@ fn answer<'a>(
                 events.push(Bytes::from_static(b"data: [DONE]\n\n"));
                 sse_resp(state.clone(), events, delay, false)
             }
-            Reply::CutStream { pieces, sent, delay } => {
-                let events = stream_events(&model, &pieces).into_iter().take(sent).collect();
+            Reply::CutStream {
+                pieces,
+                sent,
+                delay,
+            } => {
+                let events = stream_events(&model, &pieces)
+                    .into_iter()
+                    .take(sent)
+                    .collect();
                 sse_resp(state.clone(), events, delay, true)
             }
         }
@@ -213,8 +264,10 @@ fn stream_events(model: &str, pieces: &[String]) -> Vec<Bytes> {
             if i == 0 {
                 delta["role"] = json!("assistant");
             }
-            event(&json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
-                "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": null}]}))
+            event(
+                &json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
+                "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": null}]}),
+            )
         })
         .collect()
 }
@@ -243,7 +296,8 @@ fn sse_resp(state: Arc<State>, events: Vec<Bytes>, delay: Duration, cut: bool) -
     });
     let stream = tokio_stream_from(rx);
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+    r.headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
     r
 }
 
@@ -264,12 +318,15 @@ fn event(v: &Value) -> Bytes {
 }
 
 fn full(s: String) -> Body {
-    http_body_util::Full::new(Bytes::from(s)).map_err(|never| match never {}).boxed()
+    http_body_util::Full::new(Bytes::from(s))
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 fn json_resp(status: u16, v: Value) -> Response<Body> {
     let mut r = Response::new(full(v.to_string()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap();
-    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
     r
 }

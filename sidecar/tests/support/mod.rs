@@ -1,6 +1,15 @@
 //! Test support: a scripted fake OpenAI upstream and a sidecar harness, both on
 //! 127.0.0.1:0, plus small HTTP client helpers.
-#![allow(dead_code, reason = "each test file uses a different part of the support code")]
+#![allow(
+    dead_code,
+    reason = "each test file uses a different part of the support code"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test support: a failure should stop the test"
+)]
 
 pub mod client;
 pub mod fake_upstream;
