@@ -162,16 +162,7 @@ async fn a_start_with_a_bad_config_fails_with_every_problem_named() {
         "    - model: m\n      targets: [{provider: a, model: x, weight: 0}]",
     );
     std::fs::write(dir.path().join("r.yaml"), yaml).unwrap();
-    let err = modelroute_sidecar::start(modelroute_sidecar::Options {
-        config: Some(dir.path().to_path_buf()),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
-        max_body_bytes: 1024,
-        drain_timeout: Duration::from_secs(1),
-    })
-    .await
-    .unwrap_err()
-    .to_string();
+    let err = start_error(dir.path()).await;
     assert!(err.contains("spec.routes[0].targets[0].weight"), "{err}");
     // Validation fails first, so the key is not even looked up; fix the weight and see it.
     let yaml = route_yaml(
@@ -179,8 +170,17 @@ async fn a_start_with_a_bad_config_fails_with_every_problem_named() {
         "    - model: m\n      targets: [{provider: a, model: x}]",
     );
     std::fs::write(dir.path().join("r.yaml"), yaml).unwrap();
-    let err = modelroute_sidecar::start(modelroute_sidecar::Options {
-        config: Some(dir.path().to_path_buf()),
+    let err = start_error(dir.path()).await;
+    assert!(
+        err.contains("MODELROUTE_TEST_UNSET_VARIABLE is not set"),
+        "{err}"
+    );
+}
+
+/// The error of a sidecar started on the config in `dir`.
+async fn start_error(dir: &std::path::Path) -> String {
+    modelroute_sidecar::start(modelroute_sidecar::Options {
+        config: Some(dir.to_path_buf()),
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         max_body_bytes: 1024,
@@ -188,9 +188,5 @@ async fn a_start_with_a_bad_config_fails_with_every_problem_named() {
     })
     .await
     .unwrap_err()
-    .to_string();
-    assert!(
-        err.contains("MODELROUTE_TEST_UNSET_VARIABLE is not set"),
-        "{err}"
-    );
+    .to_string()
 }
