@@ -106,7 +106,10 @@ fn check_provider(p: &ProviderSpec, path: &str, problems: &mut Problems) {
                 );
             }
         }
-        ProviderKind::OpenAi => {
+        ProviderKind::OpenAi
+        | ProviderKind::AzureOpenAi
+        | ProviderKind::Anthropic
+        | ProviderKind::Gemini => {
             if p.mock.is_some() {
                 problems.add(
                     format!("{path}.mock"),
@@ -114,6 +117,20 @@ fn check_provider(p: &ProviderSpec, path: &str, problems: &mut Problems) {
                 );
             }
         }
+    }
+    if p.kind == ProviderKind::AzureOpenAi && p.base_url.is_none() {
+        problems.add(
+            format!("{path}.baseUrl"),
+            "azure-openai needs baseUrl, e.g. https://my-resource.openai.azure.com".into(),
+        );
+    }
+    if p.api_version.is_some()
+        && !matches!(p.kind, ProviderKind::AzureOpenAi | ProviderKind::Anthropic)
+    {
+        problems.add(
+            format!("{path}.apiVersion"),
+            "only azure-openai and anthropic providers take an apiVersion".into(),
+        );
     }
     if let Some(key) = &p.api_key {
         check_api_key(key, &format!("{path}.apiKey"), problems);

@@ -28,6 +28,10 @@ pub struct ProviderSpec {
     /// How long to wait for a TCP + TLS connection. Default 5s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<Duration>,
+    /// Azure OpenAI: the `api-version` query parameter (default `2024-10-21`).
+    /// Anthropic: the `anthropic-version` header (default `2023-06-01`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
     /// Ask OpenAI-compatible servers for a usage chunk on streams
     /// (`stream_options.include_usage`), so tokens are counted. Default true; set false
     /// for servers that reject the field.
@@ -45,9 +49,33 @@ pub enum ProviderKind {
     /// Fireworks, OpenRouter, vLLM, Ollama, Qwen compatible mode.
     #[serde(rename = "openai")]
     OpenAi,
+    /// Azure OpenAI: deployment URLs, the `api-key` header and an `api-version`.
+    #[serde(rename = "azure-openai")]
+    AzureOpenAi,
+    /// Anthropic's Messages API.
+    #[serde(rename = "anthropic")]
+    Anthropic,
+    /// Google's Gemini API (generateContent).
+    #[serde(rename = "gemini")]
+    Gemini,
     /// The built-in deterministic responder, for quickstarts, demos and tests.
     #[serde(rename = "mock")]
     Mock,
+}
+
+// === impl ProviderKind ===
+
+impl ProviderKind {
+    /// The public endpoint used when `baseUrl` is not set (Azure has none: every
+    /// resource has its own).
+    pub fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            Self::OpenAi => Some("https://api.openai.com/v1"),
+            Self::Anthropic => Some("https://api.anthropic.com/v1"),
+            Self::Gemini => Some("https://generativelanguage.googleapis.com/v1beta"),
+            Self::AzureOpenAi | Self::Mock => None,
+        }
+    }
 }
 
 /// Exactly one source for an API key, in the style of a Kubernetes `EnvVarSource`.

@@ -95,6 +95,14 @@ impl ModelRequest {
         })
     }
 
+    /// The typed view translators read. Errors are the client's: 400.
+    pub fn chat(&self) -> Result<super::params::ChatParams, ProxyError> {
+        use serde::Deserialize;
+        let body = Value::Object(self.fields.clone());
+        super::params::ChatParams::deserialize(&body)
+            .map_err(|e| ProxyError::BadRequest(format!("invalid chat request: {e}")))
+    }
+
     /// Checks the shape of a chat request beyond `model`.
     pub fn require_messages(&self) -> Result<(), ProxyError> {
         match self.fields.get("messages") {

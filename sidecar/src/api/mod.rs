@@ -5,6 +5,8 @@
 //! gateway acts on are read.
 
 pub mod chat;
+pub mod chunk;
 pub mod models;
+pub mod params;
 
 pub use chat::{ChunkPeek, ModelRequest, Usage};

@@ -5,19 +5,18 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Uri};
 use modelroute_crds::v1alpha1::{ApiKeySource, ProviderKind, ProviderSpec, RouteSpec};
 use modelroute_crds::{ModelRoute, validate};
 use sha2::{Digest, Sha256};
 
 use super::table::{BreakerPolicy, RetryPolicy, Route, RouteTable, Target, Timeouts};
 use crate::dispatch::breaker::Breaker;
-use crate::provider::{Backend, MockProvider, OpenAiProvider, Provider, client};
+use crate::provider::{Backend, HttpProvider, MockProvider, Provider, Wire, client};
 use crate::secret::Secret;
 use crate::telemetry::Metrics;
 
-const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a config was refused: every problem found, each naming its document and field.
@@ -156,82 +155,73 @@ fn build_provider(
     let connect_timeout = spec
         .connect_timeout
         .map_or(DEFAULT_CONNECT_TIMEOUT, Into::into);
-    let backend = match spec.kind {
+    let wire = match spec.kind {
         ProviderKind::Mock => {
-            Backend::Mock(MockProvider::new(spec.mock.clone().unwrap_or_default()))
+            let mock = MockProvider::new(spec.mock.clone().unwrap_or_default());
+            return Ok(Provider {
+                name: spec.name.as_str().into(),
+                kind: spec.kind,
+                endpoint: format!("mock|{}", spec.name),
+                backend: Backend::Mock(mock),
+            });
         }
-        ProviderKind::OpenAi => {
-            let base = spec
-                .base_url
-                .as_deref()
-                .unwrap_or(OPENAI_BASE_URL)
-                .trim_end_matches('/');
-            let uri = |path: &str| {
-                format!("{base}{path}")
-                    .parse::<Uri>()
-                    .map_err(|e| format!("baseUrl: {e}"))
-            };
-            let key = match &spec.api_key {
-                Some(source) => Some(resolve_key(source)?),
-                None => None,
-            };
-            if let Some(k) = &key {
-                hasher.update(Sha256::digest(k.expose().as_bytes()));
-            }
-            let auth = match &key {
-                Some(k) => Some(Secret::new(
-                    HeaderValue::from_str(&format!("Bearer {}", k.expose()))
-                        .map(|mut v| {
-                            v.set_sensitive(true);
-                            v
-                        })
-                        .map_err(|_| {
-                            "apiKey: the key contains characters not allowed in a header"
-                                .to_string()
-                        })?,
-                )),
-                None => None,
-            };
-            let mut headers = HeaderMap::new();
-            for (name, value) in &spec.headers {
-                let name = HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| format!("headers: {name:?} is not a valid header name"))?;
-                let mut value = HeaderValue::from_str(value).map_err(|_| {
-                    format!("headers.{name}: the value is not a valid header value")
-                })?;
-                value.set_sensitive(true);
-                headers.insert(name, value);
-            }
-            let endpoint = endpoint(spec.kind, base, connect_timeout);
-            let client = previous
-                .and_then(|t| t.providers().iter().find(|p| p.endpoint == endpoint))
-                .and_then(|p| match &p.backend {
-                    Backend::OpenAi(o) => Some(o.client.clone()),
-                    Backend::Mock(_) => None,
-                })
-                .unwrap_or_else(|| client::build(connect_timeout));
-            Backend::OpenAi(OpenAiProvider {
-                chat_uri: uri("/chat/completions")?,
-                embeddings_uri: uri("/embeddings")?,
-                auth,
-                key,
-                headers,
-                stream_usage: spec.stream_usage.unwrap_or(true),
-                client,
-            })
+        ProviderKind::OpenAi => Wire::OpenAi,
+        ProviderKind::AzureOpenAi => Wire::Azure,
+        ProviderKind::Anthropic => Wire::Anthropic,
+        ProviderKind::Gemini => Wire::Gemini,
+    };
+    let base = spec
+        .base_url
+        .as_deref()
+        .or(spec.kind.default_base_url())
+        .ok_or("baseUrl: required for this kind")?
+        .trim_end_matches('/')
+        .to_string();
+    let key = match &spec.api_key {
+        Some(source) => Some(resolve_key(source)?),
+        None => None,
+    };
+    if let Some(k) = &key {
+        hasher.update(Sha256::digest(k.expose().as_bytes()));
+    }
+    let auth = match &key {
+        Some(k) => {
+            let (name, value) = wire.auth_header(k.expose());
+            let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                "apiKey: the key contains characters not allowed in a header".to_string()
+            })?;
+            value.set_sensitive(true);
+            Some(Secret::new((name, value)))
         }
+        None => None,
     };
-    let endpoint = match spec.kind {
-        ProviderKind::Mock => format!("mock|{}", spec.name),
-        ProviderKind::OpenAi => endpoint(
-            spec.kind,
-            spec.base_url
-                .as_deref()
-                .unwrap_or(OPENAI_BASE_URL)
-                .trim_end_matches('/'),
-            connect_timeout,
-        ),
-    };
+    let mut headers = HeaderMap::new();
+    for (name, value) in &spec.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("headers: {name:?} is not a valid header name"))?;
+        let mut value = HeaderValue::from_str(value)
+            .map_err(|_| format!("headers.{name}: the value is not a valid header value"))?;
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+    let endpoint = format!("{:?}|{base}|{}ms", spec.kind, connect_timeout.as_millis());
+    let client = previous
+        .and_then(|t| t.providers().iter().find(|p| p.endpoint == endpoint))
+        .and_then(|p| match &p.backend {
+            Backend::Http(h) => Some(h.client.clone()),
+            Backend::Mock(_) => None,
+        })
+        .unwrap_or_else(|| client::build(connect_timeout));
+    let backend = Backend::Http(HttpProvider {
+        wire,
+        base,
+        api_version: spec.api_version.clone(),
+        auth,
+        key,
+        headers,
+        stream_usage: spec.stream_usage.unwrap_or(true),
+        client,
+    });
     Ok(Provider {
         name: spec.name.as_str().into(),
         kind: spec.kind,
@@ -260,10 +250,6 @@ fn resolve_key(source: &ApiKeySource) -> Result<Secret<String>, String> {
         return Err("apiKey: the key is empty".into());
     }
     Ok(Secret::new(key))
-}
-
-fn endpoint(kind: ProviderKind, base: &str, connect_timeout: Duration) -> String {
-    format!("{kind:?}|{base}|{}ms", connect_timeout.as_millis())
 }
 
 fn breaker_key(provider: &Provider, model: &str) -> String {

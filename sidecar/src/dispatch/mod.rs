@@ -135,6 +135,22 @@ impl TryError {
         Self::transient(None, message, "timeout")
     }
 
+    /// This target cannot take the request (a field its provider has no equivalent for):
+    /// the next target may; if none does, the client gets a 400 saying why.
+    pub fn unusable(message: String) -> Self {
+        Self {
+            disposition: Disposition::FailOver,
+            status: Some(StatusCode::BAD_REQUEST),
+            error: ErrorBody {
+                message,
+                kind: Some("invalid_request_error".into()),
+                code: None,
+            },
+            retry_after: None,
+            outcome: "unsupported",
+        }
+    }
+
     /// A stream that broke or said nothing useful before its first event.
     pub fn stream(message: String) -> Self {
         Self::transient(None, message, "stream_error")

@@ -137,13 +137,28 @@ async fn try_unary(
     operation: Operation,
     first_byte: std::time::Duration,
 ) -> Result<Answer, TryError> {
-    let body = request.upstream_body(&target.model, false);
-    let response = upstream::open(&target, operation, body, headers, first_byte).await?;
+    let wire = target.provider.wire();
+    let body = match operation {
+        Operation::Chat => wire.chat_body(request, &target.model, false),
+        Operation::Embeddings => wire.embeddings_body(request, &target.model),
+    }
+    .map_err(|e| TryError::unusable(format!("{}: {e}", target.label)))?;
+    let response = upstream::open(&target, operation, false, body, headers, first_byte).await?;
     let (parts, body) = response.into_parts();
     let bytes = collect_limited(body, MAX_RESPONSE_BYTES)
         .await
         .map_err(|e| TryError::stream(format!("reading the upstream answer failed: {e}")))?;
-    Ok((parts, bytes))
+    let answer = match operation {
+        Operation::Chat => wire.chat_answer(bytes, &request.model),
+        Operation::Embeddings => wire.embeddings_answer(bytes, &request.model),
+    }
+    .map_err(|e| {
+        TryError::stream(format!(
+            "{} sent an answer that cannot be read: {e}",
+            target.label
+        ))
+    })?;
+    Ok((parts, answer))
 }
 
 fn respond(answer: Success<Answer>) -> Response<ProxyBody> {

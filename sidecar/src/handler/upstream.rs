@@ -19,12 +19,15 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 pub async fn open(
     target: &Target,
     operation: Operation,
+    stream: bool,
     body: Bytes,
     client_headers: &HeaderMap,
     first_byte: Duration,
 ) -> Result<Response<UpstreamBody>, TryError> {
     let call = Call {
         operation,
+        model: &target.model,
+        stream,
         body,
         client_headers,
     };
@@ -37,6 +40,7 @@ pub async fn open(
         }
         Ok(Err(SendError::Connect(e))) => return Err(TryError::connect(target.provider.scrub(&e))),
         Ok(Err(SendError::Request(e))) => return Err(TryError::stream(target.provider.scrub(&e))),
+        Ok(Err(SendError::Invalid(e))) => return Err(TryError::unusable(e)),
         Ok(Ok(response)) => response,
     };
     if response.status().is_success() {
@@ -48,13 +52,14 @@ pub async fn open(
 /// A non-success upstream answer as a [`TryError`].
 async fn refusal(target: &Target, response: Response<UpstreamBody>) -> TryError {
     let status = response.status();
-    let retry_after = classify::retry_after(response.headers(), SystemTime::now());
+    let header_delay = classify::retry_after(response.headers(), SystemTime::now());
     let read = collect_limited(response.into_body(), ERROR_BODY_LIMIT);
     let bytes = match tokio::time::timeout(Duration::from_secs(5), read).await {
         Ok(Ok(bytes)) => bytes,
         _ => Bytes::new(),
     };
-    let mut error = classify::error_body(&bytes);
+    let (mut error, body_delay) = target.provider.wire().error(&bytes);
+    let retry_after = header_delay.or(body_delay);
     error.message = target.provider.scrub(&error.message);
     if error.message.is_empty() {
         error.message = status.canonical_reason().unwrap_or("error").to_string();

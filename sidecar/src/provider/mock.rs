@@ -315,6 +315,8 @@ mod tests {
         let resp = mock
             .answer(Call {
                 operation: Operation::Chat,
+                model: "m",
+                stream: false,
                 body: Bytes::from(body.to_string()),
                 client_headers: &headers,
             })

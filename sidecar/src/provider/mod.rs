@@ -4,10 +4,13 @@
 //! the upstream response unread. The built-in mock answers in-process with the same wire
 //! bytes an OpenAI server would send, so everything after `send` is one code path.
 
+pub mod anthropic;
 pub mod classify;
 pub mod client;
+pub mod gemini;
 mod mock;
-mod openai;
+mod remote;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -17,7 +20,8 @@ use http_body_util::combinators::UnsyncBoxBody;
 use modelroute_crds::v1alpha1::ProviderKind;
 
 pub use mock::MockProvider;
-pub use openai::OpenAiProvider;
+pub use remote::HttpProvider;
+pub use wire::{StreamTranslator, Wire};
 
 /// Errors from an upstream body stream.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -40,7 +44,7 @@ pub struct Provider {
 #[derive(Debug)]
 #[expect(clippy::large_enum_variant, reason = "one per provider, behind an Arc")]
 pub enum Backend {
-    OpenAi(OpenAiProvider),
+    Http(HttpProvider),
     Mock(MockProvider),
 }
 
@@ -51,10 +55,12 @@ pub enum Operation {
     Embeddings,
 }
 
-/// One upstream call: the operation, the body already in the provider's format, and the
-/// client's headers (filtered before they go anywhere).
+/// One upstream call: the operation, the upstream model, the body already in the
+/// provider's format, and the client's headers (filtered before they go anywhere).
 pub struct Call<'a> {
     pub operation: Operation,
+    pub model: &'a str,
+    pub stream: bool,
     pub body: Bytes,
     pub client_headers: &'a HeaderMap,
 }
@@ -66,6 +72,8 @@ pub enum SendError {
     Connect(String),
     #[error("request failed: {0}")]
     Request(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 // === impl Provider ===
@@ -73,7 +81,7 @@ pub enum SendError {
 impl Provider {
     pub async fn send(&self, call: Call<'_>) -> Result<Response<UpstreamBody>, SendError> {
         match &self.backend {
-            Backend::OpenAi(p) => p.send(call).await,
+            Backend::Http(p) => p.send(call).await,
             Backend::Mock(p) => Ok(p.answer(call).await),
         }
     }
@@ -81,15 +89,23 @@ impl Provider {
     /// Whether streamed requests to this provider ask for a usage chunk.
     pub fn stream_usage(&self) -> bool {
         match &self.backend {
-            Backend::OpenAi(p) => p.stream_usage,
+            Backend::Http(p) => p.stream_usage,
             Backend::Mock(_) => true,
+        }
+    }
+
+    /// The wire format this provider speaks (the mock speaks OpenAI's).
+    pub fn wire(&self) -> Wire {
+        match &self.backend {
+            Backend::Http(p) => p.wire,
+            Backend::Mock(_) => Wire::OpenAi,
         }
     }
 
     /// `text` with this provider's key blanked out, for messages that reach clients or logs.
     pub fn scrub(&self, text: &str) -> String {
         match &self.backend {
-            Backend::OpenAi(p) => p.scrub(text),
+            Backend::Http(p) => p.scrub(text),
             Backend::Mock(_) => text.to_string(),
         }
     }

@@ -9,6 +9,7 @@
 //! error event instead of an error status. Once data has gone out there is no retry: a
 //! broken upstream ends the stream with an error event the OpenAI SDKs raise.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,16 +26,18 @@ use crate::config::{Route, Target};
 use crate::dispatch::{self, Success, TryError};
 use crate::error::ProxyError;
 use crate::handler::{decision_headers, error_response, upstream};
-use crate::provider::Operation;
 use crate::provider::classify::{Disposition, error_body};
+use crate::provider::{Operation, StreamTranslator};
 
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 const DONE: &[u8] = b"data: [DONE]\n\n";
 
-/// A stream whose first data event has arrived.
+/// A stream whose first event has arrived (and been translated to OpenAI's format).
 struct Started {
     decoder: Decoder,
-    first: Event,
+    translator: StreamTranslator,
+    /// OpenAI events not yet sent, the first among them.
+    pending: VecDeque<Bytes>,
 }
 
 /// The client's side of the exchange.
@@ -143,7 +146,7 @@ async fn run(
         }
     };
     let Success {
-        value: Started { decoder, first },
+        value: stream,
         target,
         attempts,
     } = success;
@@ -159,8 +162,7 @@ async fn run(
         &route,
         &target,
         &mut client,
-        decoder,
-        first,
+        stream,
         &mut tally,
         started,
         deadline,
@@ -176,7 +178,7 @@ async fn run(
     finish(&app, &route, Some(&target), started, end);
 }
 
-/// One try: a stream from one target, up to its first data event.
+/// One try: a stream from one target, up to its first event.
 async fn try_stream(
     target: Arc<Target>,
     request: &ModelRequest,
@@ -184,38 +186,60 @@ async fn try_stream(
     first_byte: Duration,
 ) -> Result<Started, TryError> {
     let tried = Instant::now();
-    let body = request.upstream_body(&target.model, target.provider.stream_usage());
-    let response = upstream::open(&target, Operation::Chat, body, headers, first_byte).await?;
+    let wire = target.provider.wire();
+    let body = wire
+        .chat_body(request, &target.model, target.provider.stream_usage())
+        .map_err(|e| TryError::unusable(format!("{}: {e}", target.label)))?;
+    let response =
+        upstream::open(&target, Operation::Chat, true, body, headers, first_byte).await?;
     let mut decoder = Decoder::new(response.into_body());
-    let first = first_event(&mut decoder, tried + first_byte, &target).await?;
-    Ok(Started { decoder, first })
+    let mut translator = wire.stream_translator(&request.model);
+    let pending = first_events(&mut decoder, &mut translator, tried + first_byte, &target).await?;
+    Ok(Started {
+        decoder,
+        translator,
+        pending,
+    })
 }
 
-/// Waits for the first data event of a fresh upstream stream, skipping comments.
-async fn first_event(
+/// Reads until the stream yields its first OpenAI event, skipping comments and events
+/// that translate to nothing (pings). An error before that is a failed try.
+async fn first_events(
     decoder: &mut Decoder,
+    translator: &mut StreamTranslator,
     by: Instant,
     target: &Target,
-) -> Result<Event, TryError> {
+) -> Result<VecDeque<Bytes>, TryError> {
+    let mut out = Vec::new();
     loop {
-        let event = match timeout_at(by, decoder.next()).await {
+        match timeout_at(by, decoder.next()).await {
             Err(_) => {
                 return Err(TryError::timeout(
                     "no first event within the first-byte timeout".into(),
                 ));
             }
             Ok(None) => {
-                return Err(TryError::stream(
-                    "the upstream stream ended before its first event".into(),
-                ));
+                translator.end(&mut out);
+                if out.is_empty() {
+                    return Err(TryError::stream(
+                        "the upstream stream ended before its first event".into(),
+                    ));
+                }
             }
             Ok(Some(Err(e))) => {
                 return Err(TryError::stream(target.provider.scrub(&e.to_string())));
             }
-            Ok(Some(Ok(event))) => event,
-        };
-        let Some(data) = event.data() else { continue };
-        if let Ok(peek) = serde_json::from_slice::<ChunkPeek>(&data)
+            Ok(Some(Ok(event))) => {
+                if event.data().is_none() {
+                    continue;
+                }
+                translator.event(event, &mut out);
+            }
+        }
+        let Some(first) = out.first() else { continue };
+        let event = Event { raw: first.clone() };
+        if let Some(data) = event.data()
+            && let Ok(peek) = serde_json::from_slice::<ChunkPeek>(&data)
             && peek.error.is_some()
         {
             let mut error = error_body(&data);
@@ -228,7 +252,7 @@ async fn first_event(
                 outcome: "stream_error",
             });
         }
-        return Ok(event);
+        return Ok(out.into());
     }
 }
 
@@ -241,19 +265,24 @@ async fn relay(
     route: &Route,
     target: &Target,
     client: &mut Client,
-    mut decoder: Decoder,
-    first: Event,
+    stream: Started,
     tally: &mut Tally,
     started: Instant,
     deadline: Instant,
 ) -> End {
+    let Started {
+        mut decoder,
+        mut translator,
+        mut pending,
+    } = stream;
+    let mut translated = Vec::new();
+    let mut upstream_ended = false;
     let mut first_sent = false;
-    let mut pending = Some(first);
     let mut last_upstream = Instant::now();
     let mut last_client = Instant::now();
     loop {
-        let event = match pending.take() {
-            Some(event) => event,
+        let event = match pending.pop_front() {
+            Some(bytes) => Event { raw: bytes },
             None => {
                 enum Wait<T> {
                     Next(T),
@@ -295,6 +324,13 @@ async fn relay(
                         return End::Broken("stream_idle_timeout");
                     }
                     Wait::Next(Ok(None)) => {
+                        if !upstream_ended {
+                            // The translator may still have the end to say.
+                            upstream_ended = true;
+                            translator.end(&mut translated);
+                            pending.extend(translated.drain(..));
+                            continue;
+                        }
                         if tally.finished {
                             // Complete but for the terminator some servers omit.
                             client.send(Bytes::from_static(DONE)).await;
@@ -320,7 +356,16 @@ async fn relay(
                             .await;
                         return End::Broken("stream_interrupted");
                     }
-                    Wait::Next(Ok(Some(Ok(event)))) => event,
+                    Wait::Next(Ok(Some(Ok(event)))) => {
+                        if translator.is_identity() {
+                            event
+                        } else {
+                            last_upstream = Instant::now();
+                            translator.event(event, &mut translated);
+                            pending.extend(translated.drain(..));
+                            continue;
+                        }
+                    }
                 }
             }
         };

@@ -1,20 +1,25 @@
-//! OpenAI and every OpenAI-compatible server.
+//! Providers reached over HTTP: OpenAI and compatible servers, Azure OpenAI, Anthropic,
+//! Gemini. What differs between them is the [`Wire`]; the exchange is the same.
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, Uri};
+use http::{HeaderMap, Method, Request, Response};
 use http_body_util::{BodyExt, Full};
 
 use super::client::HttpClient;
-use super::{BoxError, Call, Operation, SendError, UpstreamBody};
+use super::wire::{ANTHROPIC_VERSION, Wire};
+use super::{BoxError, Call, SendError, UpstreamBody};
 use crate::secret::Secret;
 
-/// An OpenAI-compatible endpoint.
+/// An upstream endpoint reached over HTTP.
 #[derive(Debug)]
-pub struct OpenAiProvider {
-    pub chat_uri: Uri,
-    pub embeddings_uri: Uri,
-    /// `Authorization: Bearer <key>`, ready to send.
-    pub auth: Option<Secret<HeaderValue>>,
+pub struct HttpProvider {
+    pub wire: Wire,
+    /// Base URL without a trailing slash.
+    pub base: String,
+    /// Azure's `api-version` or Anthropic's `anthropic-version`.
+    pub api_version: Option<String>,
+    /// The auth header with the key, ready to send.
+    pub auth: Option<Secret<(HeaderName, HeaderValue)>>,
     /// The bare key, kept only to scrub it from upstream error messages.
     pub key: Option<Secret<String>>,
     /// Headers from the provider's config, sent on every request.
@@ -47,14 +52,20 @@ const DROPPED: &[&str] = &[
     "x-goog-api-key",
 ];
 
-// === impl OpenAiProvider ===
+// === impl HttpProvider ===
 
-impl OpenAiProvider {
+impl HttpProvider {
     pub async fn send(&self, call: Call<'_>) -> Result<Response<UpstreamBody>, SendError> {
-        let uri = match call.operation {
-            Operation::Chat => self.chat_uri.clone(),
-            Operation::Embeddings => self.embeddings_uri.clone(),
-        };
+        let uri = self
+            .wire
+            .uri(
+                &self.base,
+                call.operation,
+                call.model,
+                call.stream,
+                self.api_version.as_deref(),
+            )
+            .map_err(SendError::Invalid)?;
         let mut request = Request::new(Full::new(call.body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;
@@ -68,7 +79,14 @@ impl OpenAiProvider {
             HeaderValue::from_static("application/json"),
         );
         if let Some(auth) = &self.auth {
-            headers.insert(header::AUTHORIZATION, auth.expose().clone());
+            let (name, value) = auth.expose();
+            headers.insert(name, value.clone());
+        }
+        if self.wire == Wire::Anthropic && !headers.contains_key("anthropic-version") {
+            let version = self.api_version.as_deref().unwrap_or(ANTHROPIC_VERSION);
+            if let Ok(v) = HeaderValue::from_str(version) {
+                headers.insert("anthropic-version", v);
+            }
         }
         match self.client.request(request).await {
             Ok(response) => Ok(response.map(|b| b.map_err(box_error).boxed_unsync())),
