@@ -3,7 +3,7 @@
 //! prints a markdown report (also written into docs/performance.md).
 //!
 //! ```text
-//! CARGO_TARGET_DIR=/work/bench-target cargo run --release -p modelroute-e2e --bin bench -- [--quick]
+//! cargo run --release -p modelroute-e2e --bin bench -- [--quick]
 //! ```
 //!
 //! It builds the sidecar itself (`cargo build --release -p modelroute-sidecar`, same
