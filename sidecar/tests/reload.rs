@@ -178,6 +178,10 @@ async fn a_start_with_a_bad_config_fails_with_every_problem_named() {
 }
 
 /// The error of a sidecar started on the config in `dir`.
+#[expect(
+    clippy::unwrap_used,
+    reason = "test helper: a failure should stop the test"
+)]
 async fn start_error(dir: &std::path::Path) -> String {
     modelroute_sidecar::start(modelroute_sidecar::Options {
         config: Some(dir.to_path_buf()),

@@ -1,0 +1,149 @@
+//! The sidecar under test: built in release mode, started with a generated ModelRoute
+//! config whose one route goes to the fake upstream through an `openai` provider.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tempfile::TempDir;
+
+use crate::process::ChildGuard;
+
+/// What the sidecar logs once both listeners are bound.
+const READY: &str = "modelroute sidecar listening";
+
+/// A running sidecar; dropping it stops it.
+#[derive(Debug)]
+pub struct Sidecar {
+    pub guard: ChildGuard,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    _dir: TempDir,
+}
+
+/// Runs `cargo build --release -p modelroute-sidecar` in `workspace` (honouring
+/// `CARGO_TARGET_DIR`) and returns the built executable's path.
+pub fn build(workspace: &Path) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("bench: cargo build --release -p modelroute-sidecar");
+    let mut child = Command::new(cargo)
+        .current_dir(workspace)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "modelroute-sidecar",
+            "--bin",
+            "modelroute-sidecar",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot run cargo")?;
+    let mut executable = None;
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if msg["reason"] == "compiler-artifact"
+                && msg["target"]["name"] == "modelroute-sidecar"
+                && let Some(exe) = msg["executable"].as_str()
+            {
+                executable = Some(PathBuf::from(exe));
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("building modelroute-sidecar failed ({status})");
+    }
+    executable.context("cargo built modelroute-sidecar but named no executable")
+}
+
+/// The ModelRoute config: `gpt-4o-mini` -> the fake upstream as an OpenAI provider.
+pub fn config(upstream: SocketAddr) -> String {
+    format!(
+        r#"apiVersion: modelroute.dev/v1alpha1
+kind: ModelRoute
+metadata:
+  name: bench
+spec:
+  providers:
+    - name: fake
+      kind: openai
+      baseUrl: http://{upstream}/v1
+  routes:
+    - model: gpt-4o-mini
+      targets:
+        - provider: fake
+          model: fake-model
+"#
+    )
+}
+
+/// Starts the sidecar on loopback ports chosen by the OS and reads them from its log.
+pub fn start(
+    bin: &Path,
+    upstream: SocketAddr,
+    worker_threads: Option<usize>,
+) -> anyhow::Result<Sidecar> {
+    let dir = tempfile::Builder::new()
+        .prefix("modelroute-bench-sidecar")
+        .tempdir()?;
+    let config = dir.path().join("bench.yaml");
+    std::fs::write(&config, self::config(upstream))?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--drain-timeout", "1s", "--log", "info"])
+        .env_remove("RUST_LOG");
+    if let Some(n) = worker_threads {
+        cmd.arg("--worker-threads").arg(n.to_string());
+    }
+    let (guard, line) =
+        ChildGuard::spawn("modelroute-sidecar", cmd, READY, Duration::from_secs(20))?;
+    let addr = field(&line, "proxy=").context("no proxy= in the sidecar's listening line")?;
+    let admin = field(&line, "admin=").context("no admin= in the sidecar's listening line")?;
+    Ok(Sidecar {
+        guard,
+        addr,
+        admin,
+        _dir: dir,
+    })
+}
+
+/// `key=ADDR` out of a log line.
+fn field(line: &str, key: &str) -> Option<SocketAddr> {
+    let at = line.find(key)? + key.len();
+    line[at..]
+        .split_whitespace()
+        .next()?
+        .trim_matches('"')
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_addresses_from_the_listening_line() {
+        let line = "2026-01-01T00:00:00Z  INFO modelroute_sidecar: modelroute sidecar listening \
+                    proxy=127.0.0.1:4000 admin=127.0.0.1:4001";
+        assert_eq!(
+            field(line, "proxy="),
+            Some("127.0.0.1:4000".parse().unwrap())
+        );
+        assert_eq!(
+            field(line, "admin="),
+            Some("127.0.0.1:4001".parse().unwrap())
+        );
+    }
+}
