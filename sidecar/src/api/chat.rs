@@ -103,6 +103,24 @@ impl ModelRequest {
             .map_err(|e| ProxyError::BadRequest(format!("invalid chat request: {e}")))
     }
 
+    /// A native request whose model is in the URL (Gemini): the body is any JSON object
+    /// and is passed on unchanged.
+    pub fn native(body: &[u8], model: &str, stream: bool) -> Result<Self, ProxyError> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ProxyError::BadRequest(format!("request body is not valid JSON: {e}")))?;
+        let Value::Object(fields) = value else {
+            return Err(ProxyError::BadRequest(
+                "request body must be a JSON object".into(),
+            ));
+        };
+        Ok(Self {
+            model: model.to_string(),
+            stream,
+            include_usage: false,
+            fields,
+        })
+    }
+
     /// Checks the shape of a chat request beyond `model`.
     pub fn require_messages(&self) -> Result<(), ProxyError> {
         match self.fields.get("messages") {
@@ -136,6 +154,15 @@ impl ModelRequest {
 // === impl Usage ===
 
 impl Usage {
+    /// Each count the larger of the two: streams report cumulative counts, some in pieces
+    /// (Anthropic: input at the start, output at the end).
+    pub fn merge(self, other: Usage) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens.max(other.prompt_tokens),
+            completion_tokens: self.completion_tokens.max(other.completion_tokens),
+        }
+    }
+
     /// The `usage` of a whole (non-streamed) response body, if it has one.
     pub fn of_body(body: &[u8]) -> Option<Self> {
         serde_json::from_slice::<UsageOnly>(body)

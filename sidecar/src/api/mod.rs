@@ -6,6 +6,7 @@
 
 pub mod chat;
 pub mod chunk;
+pub mod dialect;
 pub mod models;
 pub mod params;
 

@@ -51,6 +51,7 @@ pub struct Success<T> {
 pub async fn run<T, F, Fut>(
     route: &Route,
     metrics: &Metrics,
+    eligible: impl Fn(&Target) -> bool,
     mut attempt: F,
 ) -> Result<Success<T>, ProxyError>
 where
@@ -59,7 +60,12 @@ where
 {
     let mut attempts = 0u32;
     let mut last: Option<(Arc<Target>, TryError)> = None;
+    let mut any_eligible = false;
     for target in route.plan() {
+        if !eligible(&target) {
+            continue;
+        }
+        any_eligible = true;
         let mut backoff = Backoff::new(&route.retry);
         let mut retries = 0;
         loop {
@@ -95,6 +101,11 @@ where
                     last = Some((target.clone(), err));
                     break;
                 }
+                Disposition::Unsupported => {
+                    drop(permit);
+                    last = Some((target.clone(), err));
+                    break;
+                }
                 Disposition::Retry => {
                     permit.failure(&route.breaker);
                     let wait = match err.retry_after {
@@ -115,6 +126,10 @@ where
     }
     Err(match last {
         Some((target, err)) => err.into_proxy_error(&route.alias, &target, attempts),
+        None if !any_eligible => ProxyError::BadRequest(format!(
+            "model `{}` has no target of the provider kind this endpoint speaks",
+            route.alias
+        )),
         None => ProxyError::Unavailable {
             message: format!(
                 "every target of model `{}` has an open circuit breaker; try again later",
@@ -139,7 +154,7 @@ impl TryError {
     /// the next target may; if none does, the client gets a 400 saying why.
     pub fn unusable(message: String) -> Self {
         Self {
-            disposition: Disposition::FailOver,
+            disposition: Disposition::Unsupported,
             status: Some(StatusCode::BAD_REQUEST),
             error: ErrorBody {
                 message,

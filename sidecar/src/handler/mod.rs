@@ -1,6 +1,7 @@
 //! One module per endpoint; this one routes paths to them and owns the shared steps
 //! (reading a size-limited body, turning errors into responses).
 
+pub mod exchange;
 mod model_call;
 mod models;
 pub mod upstream;
@@ -15,8 +16,10 @@ use tokio::time::Instant;
 
 use crate::App;
 use crate::error::ProxyError;
-use crate::provider::Operation;
+use crate::provider::Wire;
 use crate::stream::body::{CollectError, ProxyBody, collect_limited, full};
+use exchange::Exchange;
+use model_call::ModelIn;
 
 /// The proxy's service function.
 pub async fn handle(
@@ -24,14 +27,51 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
-    let path = req.uri().path();
-    let path = path.strip_prefix("/v1").unwrap_or(path);
+    let raw_path = req.uri().path().to_string();
+    // Gemini's own API: `/v1beta/models/{model}:generateContent` (or :streamGenerateContent).
+    if req.method() == Method::POST
+        && let Some((model, method)) = raw_path
+            .strip_prefix("/v1beta/models/")
+            .and_then(|r| r.split_once(':'))
+    {
+        let query = req.uri().query().unwrap_or_default();
+        let stream = match method {
+            "generateContent" => false,
+            "streamGenerateContent" if query.split('&').any(|kv| kv == "alt=sse") => true,
+            "streamGenerateContent" => {
+                let e = ProxyError::BadRequest("streamGenerateContent needs ?alt=sse".into());
+                return Ok(json_response(
+                    e.status(),
+                    crate::api::dialect::Dialect::Gemini.error_body(&e),
+                ));
+            }
+            other => {
+                let e = ProxyError::NotFound {
+                    method: "POST".into(),
+                    path: format!("models/{model}:{other}"),
+                };
+                return Ok(json_response(
+                    e.status(),
+                    crate::api::dialect::Dialect::Gemini.error_body(&e),
+                ));
+            }
+        };
+        let model_in = ModelIn::Path { model, stream };
+        let exchange = Exchange::Native(Wire::Gemini);
+        return Ok(model_call::handle(&app, req, exchange, model_in, started).await);
+    }
+    let path = raw_path.strip_prefix("/v1").unwrap_or(&raw_path);
     let result = match (req.method(), path) {
         (&Method::POST, "/chat/completions") => {
-            model_call::handle(&app, req, Operation::Chat, started).await
+            Ok(model_call::handle(&app, req, Exchange::Chat, ModelIn::Body, started).await)
         }
         (&Method::POST, "/embeddings") => {
-            model_call::handle(&app, req, Operation::Embeddings, started).await
+            Ok(model_call::handle(&app, req, Exchange::Embeddings, ModelIn::Body, started).await)
+        }
+        // Anthropic's own API, for the Anthropic SDKs (ANTHROPIC_BASE_URL).
+        (&Method::POST, "/messages") => {
+            let exchange = Exchange::Native(Wire::Anthropic);
+            Ok(model_call::handle(&app, req, exchange, ModelIn::Body, started).await)
         }
         (&Method::GET, "/models") => models::list(&app),
         (&Method::GET, p) if p.starts_with("/models/") => models::one(&app, &p["/models/".len()..]),

@@ -1,4 +1,5 @@
-//! `POST /v1/chat/completions` and `POST /v1/embeddings`: parse, route, dispatch, answer.
+//! Calls that name a model: OpenAI chat and embeddings, and native pass-through. Parse,
+//! route, dispatch, answer.
 //!
 //! Non-streaming answers are read whole (they are one JSON document, and reading them
 //! lets a broken body still fail over); streams go to the relay.
@@ -10,9 +11,10 @@ use http::{HeaderMap, HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::{decision_headers, error_response, read_body, upstream};
+use super::exchange::Exchange;
+use super::{decision_headers, json_response, read_body, upstream};
 use crate::App;
-use crate::api::{ModelRequest, Usage};
+use crate::api::ModelRequest;
 use crate::config::{Route, Target};
 use crate::dispatch::{self, Success, TryError};
 use crate::error::ProxyError;
@@ -24,17 +26,30 @@ use crate::stream::relay;
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Upstream response headers worth passing on to the client.
-const PASSED_ON: &[&str] = &["x-request-id", "openai-processing-ms", "openai-version"];
+const PASSED_ON: &[&str] = &[
+    "x-request-id",
+    "request-id",
+    "openai-processing-ms",
+    "openai-version",
+];
+
+/// Where the model comes from: the body's `model` field, or the URL (Gemini).
+#[derive(Clone, Copy, Debug)]
+pub enum ModelIn<'a> {
+    Body,
+    Path { model: &'a str, stream: bool },
+}
 
 pub async fn handle(
     app: &Arc<App>,
     req: Request<Incoming>,
-    operation: Operation,
+    exchange: Exchange,
+    model_in: ModelIn<'_>,
     started: Instant,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Response<ProxyBody> {
+    let dialect = exchange.dialect();
     let unknown: Arc<str> = Arc::from("");
-    let prepared = prepare(app, req, operation).await;
-    let (route, request, headers) = match prepared {
+    let (route, request, headers) = match prepare(app, req, exchange, model_in).await {
         Ok(p) => p,
         Err(e) => {
             app.metrics.error(&unknown, e.metric_kind());
@@ -44,24 +59,25 @@ pub async fn handle(
                 e.status().as_u16(),
                 started.elapsed().as_secs_f64(),
             );
-            return Err(e);
+            return json_response(e.status(), dialect.error_body(&e));
         }
     };
     if request.stream {
-        return Ok(relay::serve(app.clone(), route, request, headers, started).await);
+        return relay::serve(app.clone(), route, request, headers, exchange, started).await;
     }
-    let response = match unary(app, &route, &request, &headers, operation).await {
+    match unary(app, &route, &request, &headers, exchange).await {
         Ok(answer) => {
-            if let Some(usage) = Usage::of_body(&answer.value.1) {
+            if let Some(usage) = dialect.usage(&answer.value.1) {
                 app.metrics
                     .tokens(&route.alias, &answer.target.label, usage);
             }
             let status = answer.value.0.status;
+            let secs = started.elapsed().as_secs_f64();
             app.metrics.request(
                 &route.alias,
                 Some(&answer.target.label),
                 status.as_u16(),
-                started.elapsed().as_secs_f64(),
+                secs,
             );
             respond(answer)
         }
@@ -73,32 +89,36 @@ pub async fn handle(
                 e.status().as_u16(),
                 started.elapsed().as_secs_f64(),
             );
-            error_response(&e)
+            json_response(e.status(), dialect.error_body(&e))
         }
-    };
-    Ok(response)
+    }
 }
 
 async fn prepare(
     app: &App,
     req: Request<Incoming>,
-    operation: Operation,
+    exchange: Exchange,
+    model_in: ModelIn<'_>,
 ) -> Result<(Arc<Route>, ModelRequest, HeaderMap), ProxyError> {
     let table = app.table().ok_or(ProxyError::NotReady)?;
     let (parts, body) = read_body(req, app.max_body_bytes).await?;
-    let request = ModelRequest::parse(&body)?;
-    match operation {
-        Operation::Chat => request.require_messages()?,
-        Operation::Embeddings if request.stream => {
+    let request = match model_in {
+        ModelIn::Body => ModelRequest::parse(&body)?,
+        ModelIn::Path { model, stream } => ModelRequest::native(&body, model, stream)?,
+    };
+    match exchange {
+        Exchange::Chat => request.require_messages()?,
+        Exchange::Embeddings if request.stream => {
             return Err(ProxyError::BadRequest(
                 "embeddings cannot be streamed".into(),
             ));
         }
-        Operation::Embeddings => {
+        Exchange::Embeddings => {
             if request.field("input").is_none() {
                 return Err(ProxyError::BadRequest("you must provide `input`".into()));
             }
         }
+        Exchange::Native(_) => {}
     }
     let route = table.route(&request.model)?.clone();
     Ok((route, request, parts.headers))
@@ -111,12 +131,15 @@ async fn unary(
     route: &Route,
     request: &ModelRequest,
     headers: &HeaderMap,
-    operation: Operation,
+    exchange: Exchange,
 ) -> Result<Success<Answer>, ProxyError> {
     let first_byte = route.timeouts.first_byte;
-    let attempts = dispatch::run(route, &app.metrics, |target| {
-        try_unary(target, request, headers, operation, first_byte)
-    });
+    let attempts = dispatch::run(
+        route,
+        &app.metrics,
+        |t| exchange.eligible(t),
+        |target| try_unary(target, request, headers, exchange, first_byte),
+    );
     match tokio::time::timeout(route.timeouts.total, attempts).await {
         Ok(result) => result,
         Err(_) => Err(ProxyError::Timeout {
@@ -134,30 +157,26 @@ async fn try_unary(
     target: Arc<Target>,
     request: &ModelRequest,
     headers: &HeaderMap,
-    operation: Operation,
+    exchange: Exchange,
     first_byte: std::time::Duration,
 ) -> Result<Answer, TryError> {
-    let wire = target.provider.wire();
-    let body = match operation {
-        Operation::Chat => wire.chat_body(request, &target.model, false),
-        Operation::Embeddings => wire.embeddings_body(request, &target.model),
-    }
-    .map_err(|e| TryError::unusable(format!("{}: {e}", target.label)))?;
+    let body = exchange
+        .body(request, &target)
+        .map_err(|e| TryError::unusable(format!("{}: {e}", target.label)))?;
+    let operation: Operation = exchange.operation();
     let response = upstream::open(&target, operation, false, body, headers, first_byte).await?;
     let (parts, body) = response.into_parts();
     let bytes = collect_limited(body, MAX_RESPONSE_BYTES)
         .await
         .map_err(|e| TryError::stream(format!("reading the upstream answer failed: {e}")))?;
-    let answer = match operation {
-        Operation::Chat => wire.chat_answer(bytes, &request.model),
-        Operation::Embeddings => wire.embeddings_answer(bytes, &request.model),
-    }
-    .map_err(|e| {
-        TryError::stream(format!(
-            "{} sent an answer that cannot be read: {e}",
-            target.label
-        ))
-    })?;
+    let answer = exchange
+        .answer(&target, bytes, &request.model)
+        .map_err(|e| {
+            TryError::stream(format!(
+                "{} sent an answer that cannot be read: {e}",
+                target.label
+            ))
+        })?;
     Ok((parts, answer))
 }
 

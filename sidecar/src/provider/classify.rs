@@ -14,6 +14,9 @@ pub enum Disposition {
     FailOver,
     /// The request itself is wrong; any target would refuse it. Answer the client now.
     Final,
+    /// This target's provider cannot express the request (a field it has no equivalent
+    /// for): move on; it says nothing about the target's health.
+    Unsupported,
 }
 
 /// The parts of an upstream error body worth passing on.

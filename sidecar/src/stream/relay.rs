@@ -21,16 +21,17 @@ use tokio::time::{Instant, sleep, timeout_at};
 use super::body::ProxyBody;
 use super::sse::{Decoder, Event};
 use crate::App;
-use crate::api::{ChunkPeek, ModelRequest, Usage};
+use crate::api::dialect::Dialect;
+use crate::api::{ModelRequest, Usage};
 use crate::config::{Route, Target};
 use crate::dispatch::{self, Success, TryError};
 use crate::error::ProxyError;
-use crate::handler::{decision_headers, error_response, upstream};
+use crate::handler::exchange::Exchange;
+use crate::handler::{decision_headers, json_response, upstream};
 use crate::provider::classify::{Disposition, error_body};
 use crate::provider::{Operation, StreamTranslator};
 
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
-const DONE: &[u8] = b"data: [DONE]\n\n";
 
 /// A stream whose first event has arrived (and been translated to OpenAI's format).
 struct Started {
@@ -43,9 +44,9 @@ struct Started {
 /// The client's side of the exchange.
 enum Client {
     /// Nothing sent yet: the handler waits for the response head.
-    Waiting(oneshot::Sender<Response<ProxyBody>>),
+    Waiting(oneshot::Sender<Response<ProxyBody>>, Dialect),
     /// Head sent; events go through the body channel.
-    Streaming(mpsc::Sender<Bytes>),
+    Streaming(mpsc::Sender<Bytes>, Dialect),
     /// The client went away.
     Gone,
 }
@@ -65,6 +66,7 @@ struct Tally {
     usage: Option<Usage>,
     finished: bool,
     client_wants_usage: bool,
+    dialect: Dialect,
 }
 
 /// How a relayed stream ended.
@@ -80,15 +82,25 @@ pub async fn serve(
     route: Arc<Route>,
     request: ModelRequest,
     headers: HeaderMap,
+    exchange: Exchange,
     started: Instant,
 ) -> Response<ProxyBody> {
     let (respond, head) = oneshot::channel();
-    app.tasks
-        .spawn(run(app.clone(), route, request, headers, started, respond));
+    let task = run(
+        app.clone(),
+        route,
+        request,
+        headers,
+        exchange,
+        started,
+        respond,
+    );
+    app.tasks.spawn(task);
     head.await.unwrap_or_else(|_| {
-        error_response(&ProxyError::BadGateway {
+        let e = ProxyError::BadGateway {
             message: "the stream ended before it started".into(),
-        })
+        };
+        json_response(e.status(), exchange.dialect().error_body(&e))
     })
 }
 
@@ -97,16 +109,21 @@ async fn run(
     route: Arc<Route>,
     request: ModelRequest,
     headers: HeaderMap,
+    exchange: Exchange,
     started: Instant,
     respond: oneshot::Sender<Response<ProxyBody>>,
 ) {
     let deadline = started + route.timeouts.total;
-    let mut client = Client::Waiting(respond);
+    let dialect = exchange.dialect();
+    let mut client = Client::Waiting(respond, dialect);
     let first_byte = route.timeouts.first_byte;
     let (request, headers) = (&request, &headers);
-    let attempts = dispatch::run(&route, &app.metrics, |target| {
-        try_stream(target, request, headers, first_byte)
-    });
+    let attempts = dispatch::run(
+        &route,
+        &app.metrics,
+        |t| exchange.eligible(t),
+        |target| try_stream(target, request, headers, exchange, first_byte),
+    );
     let attempts = timeout_at(deadline, attempts);
     tokio::pin!(attempts);
     let outcome = loop {
@@ -156,6 +173,7 @@ async fn run(
         usage: None,
         finished: false,
         client_wants_usage: request.include_usage,
+        dialect,
     };
     let end = relay(
         &app,
@@ -183,18 +201,20 @@ async fn try_stream(
     target: Arc<Target>,
     request: &ModelRequest,
     headers: &HeaderMap,
+    exchange: Exchange,
     first_byte: Duration,
 ) -> Result<Started, TryError> {
     let tried = Instant::now();
-    let wire = target.provider.wire();
-    let body = wire
-        .chat_body(request, &target.model, target.provider.stream_usage())
+    let body = exchange
+        .body(request, &target)
         .map_err(|e| TryError::unusable(format!("{}: {e}", target.label)))?;
     let response =
         upstream::open(&target, Operation::Chat, true, body, headers, first_byte).await?;
     let mut decoder = Decoder::new(response.into_body());
-    let mut translator = wire.stream_translator(&request.model);
-    let pending = first_events(&mut decoder, &mut translator, tried + first_byte, &target).await?;
+    let mut translator = exchange.translator(&target, &request.model);
+    let by = tried + first_byte;
+    let dialect = exchange.dialect();
+    let pending = first_events(&mut decoder, &mut translator, by, &target, dialect).await?;
     Ok(Started {
         decoder,
         translator,
@@ -209,6 +229,7 @@ async fn first_events(
     translator: &mut StreamTranslator,
     by: Instant,
     target: &Target,
+    dialect: Dialect,
 ) -> Result<VecDeque<Bytes>, TryError> {
     let mut out = Vec::new();
     loop {
@@ -239,8 +260,7 @@ async fn first_events(
         let Some(first) = out.first() else { continue };
         let event = Event { raw: first.clone() };
         if let Some(data) = event.data()
-            && let Ok(peek) = serde_json::from_slice::<ChunkPeek>(&data)
-            && peek.error.is_some()
+            && dialect.read(&data).error
         {
             let mut error = error_body(&data);
             error.message = target.provider.scrub(&error.message);
@@ -319,7 +339,7 @@ async fn relay(
                             )
                         };
                         client
-                            .send_error(ProxyError::Timeout { message }.sse_event())
+                            .send_error(tally.dialect.error_event(&ProxyError::Timeout { message }))
                             .await;
                         return End::Broken("stream_idle_timeout");
                     }
@@ -333,7 +353,9 @@ async fn relay(
                         }
                         if tally.finished {
                             // Complete but for the terminator some servers omit.
-                            client.send(Bytes::from_static(DONE)).await;
+                            if let Some(done) = tally.dialect.done() {
+                                client.send(Bytes::from_static(done)).await;
+                            }
                             return End::Complete;
                         }
                         let message = format!(
@@ -341,7 +363,11 @@ async fn relay(
                             target.label
                         );
                         client
-                            .send_error(ProxyError::BadGateway { message }.sse_event())
+                            .send_error(
+                                tally
+                                    .dialect
+                                    .error_event(&ProxyError::BadGateway { message }),
+                            )
                             .await;
                         return End::Broken("stream_interrupted");
                     }
@@ -352,7 +378,11 @@ async fn relay(
                             target.provider.scrub(&e.to_string())
                         );
                         client
-                            .send_error(ProxyError::BadGateway { message }.sse_event())
+                            .send_error(
+                                tally
+                                    .dialect
+                                    .error_event(&ProxyError::BadGateway { message }),
+                            )
                             .await;
                         return End::Broken("stream_interrupted");
                     }
@@ -426,25 +456,20 @@ impl Tally {
             // Upstream comments keep intermediaries awake; pass them on.
             return Step::Forward(event.raw.clone());
         };
-        if data.trim_ascii() == b"[DONE]" {
-            return Step::Done(event.raw.clone());
+        let reading = self.dialect.read(&data);
+        if let Some(usage) = reading.usage {
+            self.usage = Some(self.usage.map_or(usage, |seen| seen.merge(usage)));
         }
-        let Ok(peek) = serde_json::from_slice::<ChunkPeek>(&data) else {
-            // Not ours to judge: the client may understand it.
-            return Step::Forward(event.raw.clone());
-        };
-        if peek.error.is_some() {
+        self.finished |= reading.finished;
+        if reading.error {
             return Step::UpstreamError(event.raw.clone());
         }
-        if peek.choices.iter().any(|c| c.finish_reason.is_some()) {
-            self.finished = true;
+        if reading.last {
+            return Step::Done(event.raw.clone());
         }
-        if let Some(usage) = peek.usage {
-            self.usage = Some(usage);
-            // The usage chunk was asked for by the sidecar, not the client: keep it back.
-            if peek.choices.is_empty() && !self.client_wants_usage {
-                return Step::Skip;
-            }
+        // The usage chunk was asked for by the sidecar, not the client: keep it back.
+        if reading.unrequested_usage && !self.client_wants_usage {
+            return Step::Skip;
         }
         Step::Forward(event.raw.clone())
     }
@@ -455,8 +480,8 @@ impl Tally {
 impl Client {
     /// Sends the response head (once). `target` is known unless this is a keep-alive.
     fn commit(&mut self, target: Option<(&Target, u32)>) {
-        let Client::Waiting(_) = self else { return };
-        let Client::Waiting(respond) = std::mem::replace(self, Client::Gone) else {
+        let Client::Waiting(..) = self else { return };
+        let Client::Waiting(respond, dialect) = std::mem::replace(self, Client::Gone) else {
             return;
         };
         let (tx, body) = ProxyBody::channel();
@@ -474,27 +499,27 @@ impl Client {
             decision_headers(h, &target.label, attempts);
         }
         if respond.send(resp).is_ok() {
-            *self = Client::Streaming(tx);
+            *self = Client::Streaming(tx, dialect);
         }
     }
 
     /// Sends bytes on a committed stream; false when the client is gone.
     async fn send(&mut self, bytes: Bytes) -> bool {
         match self {
-            Client::Streaming(tx) => {
+            Client::Streaming(tx, _) => {
                 if tx.send(bytes).await.is_ok() {
                     return true;
                 }
                 *self = Client::Gone;
                 false
             }
-            Client::Waiting(_) | Client::Gone => false,
+            Client::Waiting(..) | Client::Gone => false,
         }
     }
 
-    /// Sends a final error event (see [`ProxyError::sse_event`]).
+    /// Sends a final error event (see [`Dialect::error_event`]).
     async fn send_error(&mut self, event: Bytes) {
-        if let Client::Streaming(tx) = self {
+        if let Client::Streaming(tx, _) = self {
             // A client that reads nothing more must not hold the task forever.
             let _ = tokio::time::timeout(Duration::from_secs(5), tx.send(event)).await;
         }
@@ -503,12 +528,12 @@ impl Client {
     /// Reports a failure: as the response when nothing was sent, else as an event.
     async fn fail(&mut self, err: ProxyError) {
         match std::mem::replace(self, Client::Gone) {
-            Client::Waiting(respond) => {
-                let _ = respond.send(error_response(&err));
+            Client::Waiting(respond, dialect) => {
+                let _ = respond.send(json_response(err.status(), dialect.error_body(&err)));
             }
-            Client::Streaming(tx) => {
-                *self = Client::Streaming(tx);
-                self.send_error(err.sse_event()).await;
+            Client::Streaming(tx, dialect) => {
+                *self = Client::Streaming(tx, dialect);
+                self.send_error(dialect.error_event(&err)).await;
             }
             Client::Gone => {}
         }
@@ -517,8 +542,8 @@ impl Client {
     /// Resolves when the client has gone away.
     async fn closed(&mut self) {
         match self {
-            Client::Waiting(respond) => respond.closed().await,
-            Client::Streaming(tx) => tx.closed().await,
+            Client::Waiting(respond, _) => respond.closed().await,
+            Client::Streaming(tx, _) => tx.closed().await,
             Client::Gone => {}
         }
     }

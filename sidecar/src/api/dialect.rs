@@ -1,0 +1,291 @@
+//! Dialects: the API a client speaks, which decides how errors look to it and how its
+//! streams end.
+//!
+//! Most clients speak OpenAI's. Native pass-through clients (the Anthropic and Gemini
+//! SDKs pointed at the sidecar) get errors and stream endings in their provider's own
+//! shape, so their SDKs raise the errors they know.
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::{ChunkPeek, Usage};
+use crate::error::ProxyError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+/// What one relayed event means for the stream.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reading {
+    pub usage: Option<Usage>,
+    /// The answer is complete (a finish reason was given).
+    pub finished: bool,
+    /// The stream's last event: forward it, then stop.
+    pub last: bool,
+    /// An error event from upstream: forward it, then stop, counted as failed.
+    pub error: bool,
+    /// A usage-only chunk the client did not ask for (OpenAI dialect only).
+    pub unrequested_usage: bool,
+}
+
+// === impl Dialect ===
+
+impl Dialect {
+    /// An error response body in this dialect.
+    pub fn error_body(self, err: &ProxyError) -> Bytes {
+        match self {
+            Dialect::OpenAi => err.body(),
+            Dialect::Anthropic => to_bytes(&anthropic_error(err)),
+            Dialect::Gemini => to_bytes(&gemini_error(err)),
+        }
+    }
+
+    /// A final error event for a stream whose head was already sent.
+    pub fn error_event(self, err: &ProxyError) -> Bytes {
+        match self {
+            Dialect::OpenAi => err.sse_event(),
+            Dialect::Anthropic => {
+                let mut out = b"event: error\ndata: ".to_vec();
+                out.extend_from_slice(&to_bytes(&anthropic_error(err)));
+                out.extend_from_slice(b"\n\n");
+                Bytes::from(out)
+            }
+            Dialect::Gemini => {
+                let mut out = b"data: ".to_vec();
+                out.extend_from_slice(&to_bytes(&gemini_error(err)));
+                out.extend_from_slice(b"\n\n");
+                Bytes::from(out)
+            }
+        }
+    }
+
+    /// The terminator to add when an upstream finished its answer but closed without one.
+    pub fn done(self) -> Option<&'static [u8]> {
+        match self {
+            Dialect::OpenAi => Some(b"data: [DONE]\n\n"),
+            // Anthropic streams end with message_stop, which is content; Gemini's just end.
+            Dialect::Anthropic | Dialect::Gemini => None,
+        }
+    }
+
+    /// Reads one event's data (already translated to this dialect).
+    pub fn read(self, data: &[u8]) -> Reading {
+        match self {
+            Dialect::OpenAi => read_openai(data),
+            Dialect::Anthropic => read_anthropic(data),
+            Dialect::Gemini => read_gemini(data),
+        }
+    }
+
+    /// Usage of a whole (non-streamed) answer in this dialect.
+    pub fn usage(self, body: &[u8]) -> Option<Usage> {
+        match self {
+            Dialect::OpenAi => Usage::of_body(body),
+            Dialect::Anthropic => {
+                let v: Value = serde_json::from_slice(body).ok()?;
+                anthropic_usage(&v["usage"], &v["usage"])
+            }
+            Dialect::Gemini => {
+                let v: Value = serde_json::from_slice(body).ok()?;
+                gemini_usage(&v["usageMetadata"])
+            }
+        }
+    }
+}
+
+fn read_openai(data: &[u8]) -> Reading {
+    if data.trim_ascii() == b"[DONE]" {
+        return Reading {
+            last: true,
+            ..Reading::default()
+        };
+    }
+    let Ok(peek) = serde_json::from_slice::<ChunkPeek>(data) else {
+        return Reading::default();
+    };
+    Reading {
+        usage: peek.usage,
+        finished: peek.choices.iter().any(|c| c.finish_reason.is_some()),
+        last: peek.error.is_some(),
+        error: peek.error.is_some(),
+        unrequested_usage: peek.usage.is_some() && peek.choices.is_empty(),
+    }
+}
+
+fn read_anthropic(data: &[u8]) -> Reading {
+    let Ok(v) = serde_json::from_slice::<Value>(data) else {
+        return Reading::default();
+    };
+    match v["type"].as_str() {
+        Some("message_start") => Reading {
+            usage: anthropic_usage(&v["message"]["usage"], &Value::Null),
+            ..Reading::default()
+        },
+        // Counts are cumulative; the relay keeps the largest it has seen of each.
+        Some("message_delta") => Reading {
+            usage: anthropic_usage(&v["usage"], &v["usage"]),
+            finished: v["delta"]["stop_reason"].is_string(),
+            ..Reading::default()
+        },
+        Some("message_stop") => Reading {
+            last: true,
+            ..Reading::default()
+        },
+        Some("error") => Reading {
+            last: true,
+            error: true,
+            ..Reading::default()
+        },
+        _ => Reading::default(),
+    }
+}
+
+fn read_gemini(data: &[u8]) -> Reading {
+    let Ok(v) = serde_json::from_slice::<Value>(data) else {
+        return Reading::default();
+    };
+    if v.get("error").is_some() {
+        return Reading {
+            last: true,
+            error: true,
+            ..Reading::default()
+        };
+    }
+    let finished = v["candidates"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c["finishReason"].is_string()));
+    Reading {
+        usage: gemini_usage(&v["usageMetadata"]),
+        finished,
+        ..Reading::default()
+    }
+}
+
+/// Anthropic usage: input counts the cache reads and writes too, as OpenAI's prompt
+/// tokens do.
+fn anthropic_usage(input: &Value, output: &Value) -> Option<Usage> {
+    if !input.is_object() {
+        return None;
+    }
+    let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+    Some(Usage {
+        prompt_tokens: n(input, "input_tokens")
+            + n(input, "cache_creation_input_tokens")
+            + n(input, "cache_read_input_tokens"),
+        completion_tokens: n(output, "output_tokens"),
+    })
+}
+
+fn gemini_usage(meta: &Value) -> Option<Usage> {
+    if !meta.is_object() {
+        return None;
+    }
+    let n = |k: &str| meta[k].as_u64().unwrap_or(0);
+    Some(Usage {
+        prompt_tokens: n("promptTokenCount") + n("toolUsePromptTokenCount"),
+        completion_tokens: n("candidatesTokenCount") + n("thoughtsTokenCount"),
+    })
+}
+
+/// Anthropic's error shape: `{"type":"error","error":{"type","message"}}`.
+fn anthropic_error(err: &ProxyError) -> Value {
+    let kind = match err.status().as_u16() {
+        400 | 404 | 413 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        429 => "rate_limit_error",
+        529 | 503 => "overloaded_error",
+        504 => "timeout_error",
+        _ => "api_error",
+    };
+    json!({"type": "error", "error": {"type": kind, "message": err.to_string()}})
+}
+
+/// Google's error shape: `{"error":{"code","message","status"}}`.
+fn gemini_error(err: &ProxyError) -> Value {
+    let status = err.status().as_u16();
+    let name = match status {
+        400 | 413 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        429 => "RESOURCE_EXHAUSTED",
+        503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        _ => "INTERNAL",
+    };
+    json!({"error": {"code": status, "message": err.to_string(), "status": name}})
+}
+
+fn to_bytes(v: &Value) -> Bytes {
+    serde_json::to_vec(v).map(Bytes::from).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anthropic_streams_end_at_message_stop_with_usage_from_start_and_delta() {
+        let start = br#"{"type":"message_start","message":{"usage":{"input_tokens":10,"cache_read_input_tokens":5,"output_tokens":1}}}"#;
+        assert_eq!(
+            Dialect::Anthropic.read(start).usage,
+            Some(Usage {
+                prompt_tokens: 15,
+                completion_tokens: 0
+            })
+        );
+        let delta = br#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":7}}"#;
+        let read = Dialect::Anthropic.read(delta);
+        assert!(read.finished);
+        assert_eq!(
+            read.usage,
+            Some(Usage {
+                prompt_tokens: 0,
+                completion_tokens: 7
+            })
+        );
+        assert!(Dialect::Anthropic.read(br#"{"type":"message_stop"}"#).last);
+        let error =
+            Dialect::Anthropic.read(br#"{"type":"error","error":{"type":"overloaded_error"}}"#);
+        assert!(error.error && error.last);
+    }
+
+    #[test]
+    fn gemini_chunks_carry_finish_and_usage() {
+        let chunk = br#"{"candidates":[{"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":6,"thoughtsTokenCount":2}}"#;
+        let r = Dialect::Gemini.read(chunk);
+        assert!(r.finished && !r.last);
+        assert_eq!(
+            r.usage,
+            Some(Usage {
+                prompt_tokens: 4,
+                completion_tokens: 8
+            })
+        );
+        assert!(Dialect::Gemini.read(br#"{"error":{"code":500}}"#).error);
+    }
+
+    #[test]
+    fn errors_take_each_dialects_shape() {
+        let err = ProxyError::UnknownModel {
+            model: "x".into(),
+            known: "y".into(),
+        };
+        let a: Value = serde_json::from_slice(&Dialect::Anthropic.error_body(&err)).unwrap();
+        assert_eq!(a["type"], "error");
+        assert_eq!(a["error"]["type"], "invalid_request_error");
+        let g: Value = serde_json::from_slice(&Dialect::Gemini.error_body(&err)).unwrap();
+        assert_eq!(g["error"]["code"], 404);
+        assert_eq!(g["error"]["status"], "NOT_FOUND");
+        assert!(
+            Dialect::Anthropic
+                .error_event(&err)
+                .starts_with(b"event: error\ndata: {")
+        );
+    }
+}
