@@ -5,8 +5,6 @@
 //! `index` is its ordinal among `tool_use` blocks, never the block index (a text block
 //! before it would otherwise make the first call index 1).
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use serde_json::{Value, json};
 
@@ -17,19 +15,21 @@ use crate::stream::sse::Event;
 /// Anthropic stream events -> OpenAI chunks (see `Wire`'s stream contract).
 #[derive(Debug)]
 pub struct ChatStream {
-    /// The client's alias, the chunks' `model`.
-    model: String,
-    /// Set by `message_start` (or the first event, if that is missing).
-    writer: Option<ChunkWriter>,
-    /// Open content blocks by Anthropic index.
-    blocks: HashMap<u64, Block>,
+    /// Chunks carry the client's alias as `model`, and the message id from
+    /// `message_start`.
+    writer: ChunkWriter,
+    /// The role chunk is out.
+    started: bool,
+    /// Open content blocks by Anthropic index (rarely more than one).
+    blocks: Vec<(u64, Block)>,
     next_tool: u64,
     /// A client tool was called (the json_object tool does not count).
     called_tools: bool,
     json_answer: bool,
     usage: TokenCounts,
     finish_sent: bool,
-    stop_reason: Option<String>,
+    /// The mapped `finish_reason` once `message_delta` gave one.
+    finish: Option<&'static str>,
     done: bool,
 }
 
@@ -56,15 +56,15 @@ enum Block {
 impl ChatStream {
     pub fn new(model: &str) -> Self {
         Self {
-            model: model.to_string(),
-            writer: None,
-            blocks: HashMap::new(),
+            writer: ChunkWriter::new("msg_unknown", model),
+            started: false,
+            blocks: Vec::new(),
             next_tool: 0,
             called_tools: false,
             json_answer: false,
             usage: TokenCounts::default(),
             finish_sent: false,
-            stop_reason: None,
+            finish: None,
             done: false,
         }
     }
@@ -111,12 +111,16 @@ impl ChatStream {
         ));
     }
 
+    /// The writer, after the role chunk (sent first if `message_start` never came).
     fn writer(&mut self, out: &mut Vec<Bytes>) -> &ChunkWriter {
-        self.writer.get_or_insert_with(|| {
-            let w = ChunkWriter::new("msg_unknown", self.model.as_str());
-            out.push(w.delta(json!({"role": "assistant", "content": ""}), None));
-            w
-        })
+        if !self.started {
+            self.started = true;
+            out.push(
+                self.writer
+                    .delta(json!({"role": "assistant", "content": ""}), None),
+            );
+        }
+        &self.writer
     }
 
     fn delta(&mut self, delta: Value, out: &mut Vec<Bytes>) {
@@ -128,16 +132,13 @@ impl ChatStream {
         if let Some(u) = message.get("usage") {
             self.usage.update(u);
         }
-        if self.writer.is_some() {
+        if self.started {
             return;
         }
-        let id = message
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or("msg_unknown");
-        let w = ChunkWriter::new(id, self.model.as_str());
-        out.push(w.delta(json!({"role": "assistant", "content": ""}), None));
-        self.writer = Some(w);
+        if let Some(id) = message.get("id").and_then(Value::as_str) {
+            self.writer.id = id.to_string();
+        }
+        self.writer(out);
     }
 
     fn block_start(&mut self, v: &Value, out: &mut Vec<Bytes>) {
@@ -199,7 +200,8 @@ impl ChatStream {
             }
             _ => Block::Other,
         };
-        self.blocks.insert(index, state);
+        self.blocks.retain(|(i, _)| *i != index);
+        self.blocks.push((index, state));
     }
 
     fn block_delta(&mut self, v: &Value, out: &mut Vec<Bytes>) {
@@ -208,10 +210,7 @@ impl ChatStream {
         };
         let delta = &v["delta"];
         let text = |key: &str| delta.get(key).and_then(Value::as_str).unwrap_or("");
-        let chunk = match (
-            delta.get("type").and_then(Value::as_str),
-            self.blocks.get_mut(&index),
-        ) {
+        let chunk = match (delta.get("type").and_then(Value::as_str), self.block(index)) {
             (Some("text_delta"), Some(Block::Text)) => {
                 let t = text("text");
                 (!t.is_empty()).then(|| json!({"content": t}))
@@ -256,7 +255,8 @@ impl ChatStream {
         let Some(index) = v.get("index").and_then(Value::as_u64) else {
             return;
         };
-        let chunk = match self.blocks.remove(&index) {
+        let position = self.blocks.iter().position(|(i, _)| *i == index);
+        let chunk = match position.map(|p| self.blocks.swap_remove(p).1) {
             // A call without input may stream no delta at all; clients must see "{}".
             Some(Block::Tool {
                 ordinal,
@@ -275,12 +275,19 @@ impl ChatStream {
         }
     }
 
+    fn block(&mut self, index: u64) -> Option<&mut Block> {
+        self.blocks
+            .iter_mut()
+            .find(|(i, _)| *i == index)
+            .map(|(_, b)| b)
+    }
+
     fn message_delta(&mut self, v: &Value, out: &mut Vec<Bytes>) {
         if let Some(u) = v.get("usage") {
             self.usage.update(u);
         }
         if let Some(reason) = v["delta"].get("stop_reason").and_then(Value::as_str) {
-            self.stop_reason = Some(reason.to_string());
+            self.finish = Some(finish_reason(Some(reason)));
             self.send_finish(out);
         }
     }
@@ -299,7 +306,7 @@ impl ChatStream {
             return;
         }
         self.finish_sent = true;
-        let mut finish = finish_reason(self.stop_reason.as_deref());
+        let mut finish = self.finish.unwrap_or("stop");
         if finish == "tool_calls" && self.json_answer && !self.called_tools {
             finish = "stop";
         }
