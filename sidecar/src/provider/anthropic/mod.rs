@@ -6,6 +6,8 @@
 //! `docs/providers-anthropic.md`; every function here is pure so golden files test it
 //! (`testdata/`, see its README for where each file comes from).
 
+use serde_json::{Map, Value, json};
+
 mod request;
 mod response;
 mod stream;
@@ -13,8 +15,6 @@ mod stream;
 pub use request::chat_request;
 pub use response::chat_response;
 pub use stream::ChatStream;
-
-use serde_json::{Map, Value, json};
 
 /// The tool that carries `response_format: {"type":"json_object"}`: the model is forced
 /// to call it with a bare object schema, and its input comes back as the message content.
