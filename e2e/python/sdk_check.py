@@ -46,6 +46,8 @@ def main() -> None:
                 for c in r:
                     got.append(c.choices[0].delta.content or "" if c.choices else "")
                 out.update(content="".join(got))
+        elif case.startswith("anthropic_"):
+            out.update(anthropic_case(client, case))
         else:
             raise SystemExit(f"unknown case {case}")
     except openai.APIStatusError as e:
@@ -54,6 +56,63 @@ def main() -> None:
     except openai.APIError as e:
         out.update(error=type(e).__name__, message=e.message)
     print(json.dumps(out))
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a given location",
+        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
+    },
+}
+
+
+def anthropic_case(client: openai.OpenAI, case: str) -> dict:
+    """Cases run against a route whose target is an Anthropic provider (the sidecar translates)."""
+    ask = [{"role": "user", "content": "Weather in Paris and Tokyo?"}]
+    if case == "anthropic_tools":
+        r = client.chat.completions.create(model="m", messages=ask, tools=[WEATHER_TOOL])
+        m = r.choices[0].message
+        calls = [[c.id, c.function.name, json.loads(c.function.arguments)] for c in m.tool_calls or []]
+        return dict(content=m.content, finish=r.choices[0].finish_reason, calls=calls,
+                    prompt_tokens=r.usage.prompt_tokens)
+    if case == "anthropic_stream_tools":
+        chunks = list(client.chat.completions.create(
+            model="m", messages=ask, tools=[WEATHER_TOOL], stream=True,
+            stream_options={"include_usage": True}))
+        # Accumulate tool calls by index, the way SDK users do.
+        acc: dict = {}
+        for c in chunks:
+            for tc in (c.choices[0].delta.tool_calls or []) if c.choices else []:
+                slot = acc.setdefault(tc.index, {"id": None, "name": None, "arguments": ""})
+                if tc.id:
+                    slot["id"] = tc.id
+                if tc.function and tc.function.name:
+                    slot["name"] = tc.function.name
+                if tc.function and tc.function.arguments:
+                    slot["arguments"] += tc.function.arguments
+        calls = [[v["id"], v["name"], json.loads(v["arguments"])] for _, v in sorted(acc.items())]
+        return dict(
+            calls=calls,
+            content="".join(c.choices[0].delta.content or "" for c in chunks if c.choices),
+            finish=[c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason],
+            usage=[c.usage.completion_tokens for c in chunks if c.usage],
+        )
+    if case == "anthropic_image":
+        r = client.chat.completions.create(model="m", messages=[{"role": "user", "content": [
+            {"type": "text", "text": "What is in these images?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg", "detail": "low"}},
+        ]}])
+        return dict(content=r.choices[0].message.content, finish=r.choices[0].finish_reason)
+    if case == "anthropic_json":
+        r = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Paris as JSON"}],
+                                           response_format={"type": "json_object"})
+        m = r.choices[0].message
+        return dict(finish=r.choices[0].finish_reason, parsed=json.loads(m.content),
+                    tool_calls=len(m.tool_calls or []))
+    raise SystemExit(f"unknown case {case}")
 
 
 if __name__ == "__main__":

@@ -153,7 +153,11 @@ impl Wire {
 
     /// An error answer's message, type, code and any retry delay the body gives.
     pub fn error(self, body: &[u8]) -> (ErrorBody, Option<Duration>) {
-        let error = classify::error_body(body);
+        let mut error = classify::error_body(body);
+        // Anthropic's errors have a type and no code; OpenAI clients read `code`.
+        if self == Wire::Anthropic && error.code.is_none() {
+            error.code.clone_from(&error.kind);
+        }
         let retry = match self {
             Wire::Gemini => gemini::retry_delay(body),
             _ => None,

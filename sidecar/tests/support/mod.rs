@@ -12,6 +12,7 @@
 )]
 
 pub mod client;
+pub mod fake_anthropic;
 pub mod fake_upstream;
 pub mod harness;
 
