@@ -194,7 +194,9 @@ fn gemini_usage(meta: &Value) -> Option<Usage> {
 /// Anthropic's error shape: `{"type":"error","error":{"type","message"}}`.
 fn anthropic_error(err: &ProxyError) -> Value {
     let kind = match err.status().as_u16() {
-        400 | 404 | 413 => "invalid_request_error",
+        400 => "invalid_request_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
         401 => "authentication_error",
         403 => "permission_error",
         429 => "rate_limit_error",
@@ -278,7 +280,7 @@ mod tests {
         };
         let a: Value = serde_json::from_slice(&Dialect::Anthropic.error_body(&err)).unwrap();
         assert_eq!(a["type"], "error");
-        assert_eq!(a["error"]["type"], "invalid_request_error");
+        assert_eq!(a["error"]["type"], "not_found_error");
         let g: Value = serde_json::from_slice(&Dialect::Gemini.error_body(&err)).unwrap();
         assert_eq!(g["error"]["code"], 404);
         assert_eq!(g["error"]["status"], "NOT_FOUND");
