@@ -1,4 +1,4 @@
-//! Test support: a scripted fake OpenAI upstream and a sidecar harness, both on
+//! Test support: scripted fake upstreams (OpenAI, Gemini) and a sidecar harness, all on
 //! 127.0.0.1:0, plus small HTTP client helpers.
 #![allow(
     dead_code,
@@ -12,6 +12,7 @@
 )]
 
 pub mod client;
+pub mod fake_gemini;
 pub mod fake_upstream;
 pub mod harness;
 
