@@ -2,6 +2,7 @@
 //! 127.0.0.1:0, plus small HTTP client helpers.
 #![allow(
     dead_code,
+    unused_imports,
     reason = "each test file uses a different part of the support code"
 )]
 #![allow(
