@@ -1,7 +1,8 @@
-//! Test support: a scripted fake OpenAI upstream and a sidecar harness, both on
+//! Test support: scripted fake upstreams (OpenAI, Anthropic, Gemini) and a sidecar harness, all on
 //! 127.0.0.1:0, plus small HTTP client helpers.
 #![allow(
     dead_code,
+    unused_imports,
     reason = "each test file uses a different part of the support code"
 )]
 #![allow(
@@ -13,6 +14,7 @@
 
 pub mod client;
 pub mod fake_anthropic;
+pub mod fake_gemini;
 pub mod fake_upstream;
 pub mod harness;
 
