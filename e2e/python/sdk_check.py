@@ -130,7 +130,7 @@ def main() -> None:
     print(json.dumps(out))
 
 
-WEATHER_TOOL = {
+ANTHROPIC_WEATHER_TOOL = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -144,14 +144,14 @@ def anthropic_case(client: openai.OpenAI, case: str) -> dict:
     """Cases run against a route whose target is an Anthropic provider (the sidecar translates)."""
     ask = [{"role": "user", "content": "Weather in Paris and Tokyo?"}]
     if case == "anthropic_tools":
-        r = client.chat.completions.create(model="m", messages=ask, tools=[WEATHER_TOOL])
+        r = client.chat.completions.create(model="m", messages=ask, tools=[ANTHROPIC_WEATHER_TOOL])
         m = r.choices[0].message
         calls = [[c.id, c.function.name, json.loads(c.function.arguments)] for c in m.tool_calls or []]
         return dict(content=m.content, finish=r.choices[0].finish_reason, calls=calls,
                     prompt_tokens=r.usage.prompt_tokens)
     if case == "anthropic_stream_tools":
         chunks = list(client.chat.completions.create(
-            model="m", messages=ask, tools=[WEATHER_TOOL], stream=True,
+            model="m", messages=ask, tools=[ANTHROPIC_WEATHER_TOOL], stream=True,
             stream_options={"include_usage": True}))
         # Accumulate tool calls by index, the way SDK users do.
         acc: dict = {}
