@@ -95,6 +95,7 @@ impl Streamed {
     /// The `data:` payloads, in order (comments left out).
     pub fn data(&self) -> Vec<String> {
         self.text()
+            .replace("\r\n", "\n")
             .split("\n\n")
             .filter_map(|e| {
                 e.lines()

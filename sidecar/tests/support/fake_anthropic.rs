@@ -261,13 +261,18 @@ pub fn events_of(m: &Value) -> String {
     out
 }
 
+/// API versions the fake accepts: the documented one the sidecar sends by default, and
+/// the newer one the Anthropic Python SDK 2.12 sends (passed through as the client sent it).
+const VERSIONS: &[&str] = &["2023-06-01", "2026-10-21"];
+
 fn validate(headers: &HeaderMap, body: &Value) -> Result<(), String> {
-    if headers
+    let version = headers
         .get("anthropic-version")
-        .and_then(|v| v.to_str().ok())
-        != Some("2023-06-01")
-    {
-        return Err("anthropic-version: header is required".into());
+        .and_then(|v| v.to_str().ok());
+    if !version.is_some_and(|v| VERSIONS.contains(&v)) {
+        return Err(format!(
+            "anthropic-version: header is required, one of {VERSIONS:?}"
+        ));
     }
     if !headers
         .get("content-type")
