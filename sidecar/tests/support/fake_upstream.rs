@@ -48,6 +48,11 @@ pub enum Reply {
     Delay(Duration, Box<Reply>),
     /// Never answer.
     Hang,
+    /// These raw SSE events (any provider's format), `delay` apart.
+    Events {
+        events: Vec<String>,
+        delay: Duration,
+    },
     /// Exactly these bytes with this status and content type.
     Raw {
         status: u16,
@@ -238,6 +243,10 @@ fn answer<'a>(
                         "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": pieces.len(), "total_tokens": 11 + pieces.len()}})));
                 }
                 events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+                sse_resp(state.clone(), events, delay, false)
+            }
+            Reply::Events { events, delay } => {
+                let events = events.into_iter().map(Bytes::from).collect();
                 sse_resp(state.clone(), events, delay, false)
             }
             Reply::CutStream {
