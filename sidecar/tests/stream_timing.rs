@@ -3,6 +3,8 @@
 //! apart in its own wire format; the client's first and last content chunks must arrive
 //! at least four gaps apart (a lower bound only, so a slow machine cannot fail it).
 
+#![allow(clippy::panic, reason = "test helper: a failure should stop the test")]
+
 mod support;
 
 use std::time::Duration;
