@@ -513,44 +513,6 @@ async fn an_openai_failure_falls_back_to_anthropic_in_openai_shape() {
 
 // --- the real OpenAI Python SDK ---
 
-fn python() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("MODELROUTE_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    if venv.exists() {
-        return Some(venv);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "no Python with the openai SDK: run scripts/test, or set MODELROUTE_PYTHON"
-    );
-    eprintln!("SKIPPED anthropic sdk test: no Python with the openai SDK");
-    None
-}
-
-async fn sdk(python: &PathBuf, base_url: &str, case: &str) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../e2e/python/sdk_check.py");
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(python)
-            .arg(script)
-            .arg(base_url)
-            .arg(case)
-            .output(),
-    )
-    .await
-    .expect("the SDK script hung")
-    .expect("cannot run python");
-    assert!(
-        out.status.success(),
-        "{case}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{case}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
-}
-
 #[tokio::test]
 async fn the_openai_python_sdk_talks_to_anthropic_through_the_sidecar() {
     let Some(python) = python() else { return };

@@ -488,44 +488,6 @@ async fn a_429_retry_waits_for_the_retry_delay() {
 
 // ---- the OpenAI Python SDK through the sidecar to the fake Gemini ----
 
-fn python() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("MODELROUTE_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    if venv.exists() {
-        return Some(venv);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "no Python with the openai SDK: run scripts/test, or set MODELROUTE_PYTHON"
-    );
-    eprintln!("SKIPPED gemini sdk test: no Python with the openai SDK");
-    None
-}
-
-async fn sdk(python: &PathBuf, base_url: &str, case: &str) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../e2e/python/sdk_check.py");
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(python)
-            .arg(script)
-            .arg(base_url)
-            .arg(case)
-            .output(),
-    )
-    .await
-    .expect("the SDK script hung")
-    .expect("cannot run python");
-    assert!(
-        out.status.success(),
-        "{case}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{case}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
-}
-
 #[tokio::test]
 async fn the_openai_python_sdk_works_against_gemini() {
     let Some(python) = python() else { return };

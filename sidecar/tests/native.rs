@@ -12,9 +12,6 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use serde_json::{Value, json};
 use support::fake_anthropic::{AnthropicReply, FakeAnthropic, KEY, message};
 use support::fake_gemini::{FakeGemini, GeminiReply, TEST_KEY};
@@ -273,44 +270,6 @@ async fn stream_generate_content_passes_through_and_needs_alt_sse() {
         (status.as_u16(), err["error"]["status"].as_str()),
         (404, Some("NOT_FOUND"))
     );
-}
-
-fn python() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("MODELROUTE_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    if venv.exists() {
-        return Some(venv);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "no Python with the provider SDKs: run scripts/test"
-    );
-    eprintln!("SKIPPED native SDK tests: no Python venv (run scripts/test to set one up)");
-    None
-}
-
-async fn native_sdk(python: &PathBuf, base_url: &str, case: &str) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../e2e/python/native_check.py");
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(python)
-            .arg(script)
-            .arg(base_url)
-            .arg(case)
-            .output(),
-    )
-    .await
-    .expect("the SDK script hung")
-    .expect("cannot run python");
-    assert!(
-        out.status.success(),
-        "{case}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{case}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 #[tokio::test]

@@ -17,7 +17,9 @@ pub mod fake_anthropic;
 pub mod fake_gemini;
 pub mod fake_upstream;
 pub mod harness;
+pub mod python;
 
 pub use client::*;
 pub use fake_upstream::{FakeUpstream, Reply};
 pub use harness::Sidecar;
+pub use python::{native_sdk, python, sdk};
