@@ -36,7 +36,17 @@ pub enum StreamError {
 #[derive(Debug, Default)]
 pub struct Splitter {
     partial: BytesMut,
+    /// How far `partial` has been scanned for an event's end.
+    scan: Scan,
     ready: VecDeque<Bytes>,
+}
+
+/// Where a scan for an event's end stopped: the next byte to look at, and where the line
+/// being scanned began.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Scan {
+    next: usize,
+    line_start: usize,
 }
 
 /// Events read from an upstream body.
@@ -87,18 +97,30 @@ fn lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 impl Splitter {
     pub fn push(&mut self, chunk: Bytes) -> Result<(), StreamError> {
-        let mut work = if self.partial.is_empty() {
-            chunk
+        let (mut work, mut scan) = if self.partial.is_empty() {
+            (chunk, Scan::default())
         } else {
             self.partial.extend_from_slice(&chunk);
-            self.partial.split().freeze()
+            // The partial event was scanned up to `self.scan` already: go on from there,
+            // so an event arriving in many small reads is scanned once, not once per read.
+            (self.partial.split().freeze(), self.scan)
         };
-        while let Some(end) = event_end(&work) {
-            self.ready.push_back(work.split_to(end));
+        loop {
+            match event_end(&work, scan) {
+                Ok(end) => {
+                    self.ready.push_back(work.split_to(end));
+                    scan = Scan::default();
+                }
+                Err(stopped) => {
+                    scan = stopped;
+                    break;
+                }
+            }
         }
         if work.len() > MAX_EVENT_BYTES {
             return Err(StreamError::TooLarge);
         }
+        self.scan = scan;
         if !work.is_empty() {
             self.partial.extend_from_slice(&work);
         }
@@ -118,31 +140,43 @@ impl Splitter {
             self.ready.push_back(last.freeze());
         }
         self.partial.clear();
+        self.scan = Scan::default();
     }
 }
 
-/// The index just past the blank line that ends the first event in `buf`, if complete.
-fn event_end(buf: &[u8]) -> Option<usize> {
-    let mut line_start = 0;
-    let mut i = 0;
+/// The index just past the blank line that ends the first event in `buf`, scanning from
+/// `from`; or where the scan stopped, to resume once more bytes arrive.
+fn event_end(buf: &[u8], from: Scan) -> Result<usize, Scan> {
+    let Scan {
+        next: mut i,
+        mut line_start,
+    } = from;
     while let Some(offset) = memchr::memchr2(b'\n', b'\r', &buf[i..]) {
         let pos = i + offset;
         let eol = match buf[pos] {
             b'\r' => match buf.get(pos + 1) {
                 Some(b'\n') => 2,
                 Some(_) => 1,
-                // A lone '\r' at the end may be the start of "\r\n": wait for more.
-                None => return None,
+                // A lone '\r' at the end may be the start of "\r\n": look again later.
+                None => {
+                    return Err(Scan {
+                        next: pos,
+                        line_start,
+                    });
+                }
             },
             _ => 1,
         };
         if pos == line_start {
-            return Some(pos + eol);
+            return Ok(pos + eol);
         }
         line_start = pos + eol;
         i = line_start;
     }
-    None
+    Err(Scan {
+        next: buf.len(),
+        line_start,
+    })
 }
 
 // === impl Decoder ===

@@ -102,3 +102,20 @@ fn garbage_never_panics() {
         }
     }
 }
+
+#[test]
+fn an_event_in_many_tiny_reads_is_scanned_once() {
+    // 64 KiB of one event, one byte per read: with rescanning this is 2 billion byte
+    // looks; resuming keeps it linear. The assertion is on the result; the test's speed
+    // is what a regression would show.
+    let mut s = Splitter::default();
+    let mut event = b"data: ".to_vec();
+    event.extend(std::iter::repeat_n(b'x', 64 * 1024));
+    event.extend_from_slice(b"\r\n\r\n");
+    for b in &event {
+        s.push(Bytes::copy_from_slice(&[*b])).unwrap();
+    }
+    let got = s.pop().unwrap();
+    assert_eq!(got.raw.len(), event.len());
+    assert!(s.pop().is_none());
+}
