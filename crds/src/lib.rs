@@ -10,7 +10,7 @@ pub mod v1alpha1;
 pub mod validate;
 
 pub use duration::Duration;
-pub use v1alpha1::{ModelRoute, ModelRouteSpec, ModelRouteStatus};
+pub use v1alpha1::{ModelRoute, ModelRouteSpec, ModelRouteStatus, SidecarCounts};
 pub use validate::{Invalid, validate};
 
 /// Parses a stream of YAML documents (separated by `---`) into ModelRoutes.

@@ -39,3 +39,75 @@ fn every_example_is_a_valid_modelroute() {
     }
     assert!(seen >= 1, "no examples found in {dir}");
 }
+
+/// The CRD's OpenAPI schema, as the API server will check objects against it.
+#[expect(clippy::unwrap_used, clippy::expect_used, reason = "test helper")]
+fn schema() -> jsonschema::Validator {
+    let crd = serde_json::to_value(ModelRoute::crd()).unwrap();
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    jsonschema::draft4::new(schema).expect("the generated schema compiles")
+}
+
+#[test]
+fn every_example_matches_the_generated_schema() {
+    let validator = schema();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in modelroute_crds::from_yaml_documents(&text).unwrap() {
+            let value = serde_json::to_value(&doc).unwrap();
+            let errors: Vec<String> = validator
+                .iter_errors(&value)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3, "examples found: {seen}");
+}
+
+#[test]
+fn the_schema_refuses_what_the_api_server_must_refuse() {
+    let validator = schema();
+    let base = serde_json::json!({
+        "apiVersion": "modelroute.dev/v1alpha1", "kind": "ModelRoute", "metadata": {"name": "x"},
+        "spec": {"providers": [{"name": "mock", "kind": "mock"}],
+                 "routes": [{"model": "m", "targets": [{"provider": "mock", "model": "x"}]}]}
+    });
+    assert!(validator.is_valid(&base));
+    let broken = |pointer: &str, value: serde_json::Value| {
+        let mut v = base.clone();
+        *v.pointer_mut(pointer).unwrap() = value;
+        v
+    };
+    for (pointer, value) in [
+        ("/spec/routes/0/targets", serde_json::json!("mock")),
+        ("/spec/routes/0/targets", serde_json::json!([])),
+        ("/spec/providers/0/kind", serde_json::json!("bedrock")),
+        (
+            "/spec/providers/0/name",
+            serde_json::json!("Not_A_Dns_Label"),
+        ),
+        ("/spec/routes/0/targets/0/provider", serde_json::json!(7)),
+        (
+            "/spec/routes/0/targets/0",
+            serde_json::json!({"provider": "mock", "model": "x", "weight": 0}),
+        ),
+        (
+            "/spec/routes/0/targets/0",
+            serde_json::json!({"provider": "mock", "model": "x", "weight": -1}),
+        ),
+    ] {
+        let doc = broken(pointer, value.clone());
+        assert!(
+            !validator.is_valid(&doc),
+            "{pointer} = {value} was accepted"
+        );
+    }
+}

@@ -7,7 +7,7 @@ mod policy;
 mod provider;
 mod route;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -28,15 +28,23 @@ pub use route::{FallbackTarget, RouteSpec, WeightedTarget};
     shortname = "mr",
     status = "ModelRouteStatus",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Routes","type":"integer","jsonPath":".status.routes"}"#,
+    printcolumn = r#"{"name":"Synced","type":"integer","description":"Sidecars running the current version","jsonPath":".status.sidecars.inSync"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ModelRouteSpec {
+    /// The pods that get these routes, by label. Absent: every pod with the sidecar in the
+    /// ModelRoute's namespace. (Ignored by a sidecar started with `--config`.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
     /// Upstream endpoints, each with a unique name the routes refer to.
     #[serde(default)]
+    #[schemars(length(max = 64))]
     pub providers: Vec<ProviderSpec>,
     /// Model aliases the application may ask for, each mapped onto provider targets.
     #[serde(default)]
+    #[schemars(length(max = 256))]
     pub routes: Vec<RouteSpec>,
 }
 
@@ -50,4 +58,21 @@ pub struct ModelRouteStatus {
     /// `Ready`, `Invalid` and `Degraded`, with reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// How many routes (model aliases) the ModelRoute defines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<i32>,
+    /// The sidecars it selects, and how many of them run its current version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecars: Option<SidecarCounts>,
+    /// Why a sidecar last refused this ModelRoute's snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_nack: Option<String>,
+}
+
+/// Sidecars selected by a ModelRoute.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarCounts {
+    pub selected: i32,
+    pub in_sync: i32,
 }

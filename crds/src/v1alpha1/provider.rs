@@ -10,8 +10,17 @@ use crate::Duration;
 /// One upstream endpoint.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.kind != 'azure-openai' || has(self.baseUrl)", "message": "azure-openai needs baseUrl, e.g. https://my-resource.openai.azure.com"},
+    {"rule": "self.kind == 'mock' || !has(self.mock)", "message": "only providers of kind mock take mock settings"},
+    {"rule": "self.kind != 'mock' || (!has(self.baseUrl) && !has(self.apiKey))", "message": "a mock provider takes no baseUrl or apiKey"}
+]))]
 pub struct ProviderSpec {
     /// Unique within the ModelRoute; routes refer to it.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// The wire protocol the endpoint speaks.
     pub kind: ProviderKind,
@@ -81,6 +90,9 @@ impl ProviderKind {
 /// Exactly one source for an API key, in the style of a Kubernetes `EnvVarSource`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "[has(self.env), has(self.file), has(self.value), has(self.secretRef)].filter(x, x).size() == 1", "message": "set exactly one of env, file, value or secretRef"}
+]))]
 pub struct ApiKeySource {
     /// Name of an environment variable of the sidecar process.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -13,9 +13,11 @@ pub struct RouteSpec {
     pub model: String,
     /// Targets sharing the traffic by weight. A failing target's requests move on to the
     /// other targets, then down the fallback chain.
+    #[schemars(length(min = 1, max = 32))]
     pub targets: Vec<WeightedTarget>,
     /// Tried in order once every target has failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     pub fallbacks: Vec<FallbackTarget>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
@@ -35,6 +37,7 @@ pub struct WeightedTarget {
     pub model: String,
     /// Relative share of traffic. Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub weight: Option<u32>,
 }
 
