@@ -173,7 +173,10 @@ async fn install_crd(client: &Client) -> Result<CustomResourceDefinition> {
             .iter()
             .find(|c| c.type_ == "NonStructuralSchema" && c.status == "True")
         {
-            bail!("the API server calls the CRD schema non-structural: {:?}", c.message);
+            bail!(
+                "the API server calls the CRD schema non-structural: {:?}",
+                c.message
+            );
         }
         if is_true("Established") && is_true("NamesAccepted") {
             return Ok(current);
@@ -186,7 +189,10 @@ async fn install_crd(client: &Client) -> Result<CustomResourceDefinition> {
 }
 
 /// Creates a custom object, retrying briefly while the new CRD's endpoint comes up.
-async fn create_route(api: &Api<DynamicObject>, obj: &DynamicObject) -> kube::Result<DynamicObject> {
+async fn create_route(
+    api: &Api<DynamicObject>,
+    obj: &DynamicObject,
+) -> kube::Result<DynamicObject> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         match api.create(&PostParams::default(), obj).await {
@@ -225,7 +231,11 @@ async fn crd_is_accepted_and_quickstart_round_trips() -> Result<()> {
         let routes: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &ns, &modelroute_resource());
         let obj = quickstart_object(&ns)?;
-        let name = obj.metadata.name.clone().context("quickstart has no name")?;
+        let name = obj
+            .metadata
+            .name
+            .clone()
+            .context("quickstart has no name")?;
         create_route(&routes, &obj)
             .await
             .context("creating the quickstart ModelRoute")?;
@@ -233,7 +243,10 @@ async fn crd_is_accepted_and_quickstart_round_trips() -> Result<()> {
         // Read back through the typed API: what the server stored (after its schema defaults)
         // is exactly what the example means to the Rust types.
         let typed: Api<ModelRoute> = Api::namespaced(client.clone(), &ns);
-        let stored = typed.get(&name).await.context("reading the ModelRoute back")?;
+        let stored = typed
+            .get(&name)
+            .await
+            .context("reading the ModelRoute back")?;
         let expected = modelroute_crds::from_yaml_documents(QUICKSTART_YAML)
             .map_err(|e| anyhow!(e))?
             .into_iter()
