@@ -10,6 +10,7 @@
 //! a check fails.
 
 use std::future::Future;
+use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -43,9 +44,12 @@ async fn client_or_skip(test: &str) -> Result<Option<Client>> {
                  `e2e/cluster/control-plane run -- cargo test -p modelroute-e2e --test cluster`"
             );
         }
-        eprintln!(
-            "\n*** SKIPPED: KUBECONFIG not set — cluster test `{test}` did not run. Run it with \
-             `e2e/cluster/control-plane run -- cargo test -p modelroute-e2e --test cluster`. ***\n"
+        // Straight to the process's stderr: libtest captures `eprintln!` of passing tests,
+        // and a skip must be seen.
+        let _ = writeln!(
+            std::io::stderr(),
+            "*** SKIPPED: KUBECONFIG not set — cluster test `{test}` did not run. Run it with \
+             `e2e/cluster/control-plane run -- cargo test -p modelroute-e2e --test cluster`. ***"
         );
         return Ok(None);
     }
