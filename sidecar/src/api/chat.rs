@@ -1,24 +1,35 @@
 //! Chat completion and embedding requests, usage, and the peek at streamed chunks.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use bytes::Bytes;
-use serde::ser::SerializeMap;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::ProxyError;
 
 /// An OpenAI-style request body: the model alias, the streaming flags, and every other
 /// field exactly as the client sent it.
+///
+/// Only the top level is split into fields; their values stay raw JSON text, so a large
+/// body (long histories, data-URL images) is scanned once and copied, never built into a
+/// tree and re-escaped, and numbers and strings reach the upstream byte for byte.
 #[derive(Debug)]
 pub struct ModelRequest {
     pub model: String,
     pub stream: bool,
     /// The client asked for a final usage chunk (`stream_options.include_usage`).
     pub include_usage: bool,
-    fields: Map<String, Value>,
+    /// The body as received (shared, not copied), for translators that read it whole.
+    body: Bytes,
+    /// Each top-level field: its name and where its value lies in `body`.
+    fields: Vec<(String, Range<usize>)>,
 }
+
+/// The top-level fields of a JSON object, in order, values borrowed unparsed.
+struct Fields<'a>(Vec<(String, &'a RawValue)>);
 
 /// Token counts as OpenAI reports them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -52,102 +63,185 @@ struct UsageOnly {
     usage: Option<Usage>,
 }
 
-/// The request body as sent upstream: the client's fields with the model replaced and,
-/// for streams, usage requested.
-struct Upstream<'a> {
-    request: &'a ModelRequest,
-    model: &'a str,
-    stream_usage: bool,
-}
-
 // === impl ModelRequest ===
 
 impl ModelRequest {
     /// Reads a request body. Errors are the 400s OpenAI itself would give.
-    pub fn parse(body: &[u8]) -> Result<Self, ProxyError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| ProxyError::BadRequest(format!("request body is not valid JSON: {e}")))?;
-        let Value::Object(fields) = value else {
-            return Err(ProxyError::BadRequest(
-                "request body must be a JSON object".into(),
-            ));
-        };
-        let model = match fields.get("model") {
-            Some(Value::String(m)) if !m.is_empty() => m.clone(),
-            Some(_) => return Err(ProxyError::BadRequest("`model` must be a string".into())),
+    pub fn parse(body: impl Into<Bytes>) -> Result<Self, ProxyError> {
+        let body = body.into();
+        let fields = Self::fields(&body)?;
+        let raw = |name: &str| find(&body, &fields, name);
+        let model = match raw("model") {
+            Some(raw) => match serde_json::from_str::<String>(raw) {
+                Ok(m) if !m.is_empty() => m,
+                _ => return Err(ProxyError::BadRequest("`model` must be a string".into())),
+            },
             None => return Err(ProxyError::BadRequest("you must provide a `model`".into())),
         };
-        let stream = match fields.get("stream") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
+        let stream = match raw("stream") {
+            None | Some("null") | Some("false") => false,
+            Some("true") => true,
             Some(_) => return Err(ProxyError::BadRequest("`stream` must be a boolean".into())),
         };
-        let include_usage = fields
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
+        let include_usage = raw("stream_options")
+            .and_then(|raw| serde_json::from_str::<Value>(raw).ok())
+            .and_then(|o| o.get("include_usage").and_then(Value::as_bool))
             .unwrap_or(false);
         Ok(Self {
             model,
             stream,
             include_usage,
+            body,
             fields,
         })
-    }
-
-    /// The typed view translators read. Errors are the client's: 400.
-    pub fn chat(&self) -> Result<super::params::ChatParams, ProxyError> {
-        use serde::Deserialize;
-        let body = Value::Object(self.fields.clone());
-        super::params::ChatParams::deserialize(&body)
-            .map_err(|e| ProxyError::BadRequest(format!("invalid chat request: {e}")))
     }
 
     /// A native request whose model is in the URL (Gemini): the body is any JSON object
     /// and is passed on unchanged.
-    pub fn native(body: &[u8], model: &str, stream: bool) -> Result<Self, ProxyError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| ProxyError::BadRequest(format!("request body is not valid JSON: {e}")))?;
-        let Value::Object(fields) = value else {
-            return Err(ProxyError::BadRequest(
-                "request body must be a JSON object".into(),
-            ));
-        };
+    pub fn native(body: Bytes, model: &str, stream: bool) -> Result<Self, ProxyError> {
+        let fields = Self::fields(&body)?;
         Ok(Self {
             model: model.to_string(),
             stream,
             include_usage: false,
+            body,
             fields,
         })
     }
 
-    /// Checks the shape of a chat request beyond `model`.
-    pub fn require_messages(&self) -> Result<(), ProxyError> {
-        match self.fields.get("messages") {
-            Some(Value::Array(m)) if !m.is_empty() => Ok(()),
-            Some(Value::Array(_)) => Err(ProxyError::BadRequest(
-                "`messages` must not be empty".into(),
+    /// The top-level fields and where their values lie: no value is copied.
+    fn fields(body: &[u8]) -> Result<Vec<(String, Range<usize>)>, ProxyError> {
+        let base = body.as_ptr() as usize;
+        match serde_json::from_slice::<Fields>(body) {
+            Ok(Fields(fields)) => Ok(fields
+                .into_iter()
+                .map(|(key, raw)| {
+                    // The raw value is a slice of `body`: its address gives its offset.
+                    let start = raw.get().as_ptr() as usize - base;
+                    (key, start..start + raw.get().len())
+                })
+                .collect()),
+            Err(e) if e.is_data() => Err(ProxyError::BadRequest(
+                "request body must be a JSON object".into(),
             )),
-            Some(_) => Err(ProxyError::BadRequest("`messages` must be an array".into())),
-            None => Err(ProxyError::BadRequest("you must provide `messages`".into())),
+            Err(e) => Err(ProxyError::BadRequest(format!(
+                "request body is not valid JSON: {e}"
+            ))),
         }
     }
 
-    pub fn field(&self, name: &str) -> Option<&Value> {
-        self.fields.get(name)
+    /// The typed view translators read. Errors are the client's: 400.
+    pub fn chat(&self) -> Result<super::params::ChatParams, ProxyError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ProxyError::BadRequest(format!("invalid chat request: {e}")))
+    }
+
+    /// Checks the shape of a chat request beyond `model`, without parsing the messages.
+    pub fn require_messages(&self) -> Result<(), ProxyError> {
+        let Some(raw) = self.raw("messages") else {
+            return Err(ProxyError::BadRequest("you must provide `messages`".into()));
+        };
+        let text = raw.trim();
+        let Some(inner) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) else {
+            return Err(ProxyError::BadRequest("`messages` must be an array".into()));
+        };
+        if inner.trim().is_empty() {
+            return Err(ProxyError::BadRequest(
+                "`messages` must not be empty".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// One top-level field, parsed.
+    pub fn field(&self, name: &str) -> Option<Value> {
+        self.raw(name)
+            .and_then(|raw| serde_json::from_str(raw).ok())
+    }
+
+    pub fn has_field(&self, name: &str) -> bool {
+        self.raw(name).is_some()
+    }
+
+    /// One top-level field's JSON text, as the client wrote it.
+    fn raw(&self, name: &str) -> Option<&str> {
+        find(&self.body, &self.fields, name)
     }
 
     /// The body for one upstream: `model` replaced by the target's model; for a stream
     /// with `stream_usage`, `stream_options.include_usage` set so usage can be counted.
+    /// Every other field is copied as the client wrote it.
     pub fn upstream_body(&self, model: &str, stream_usage: bool) -> Bytes {
-        let view = Upstream {
-            request: self,
-            model,
-            stream_usage: stream_usage && self.stream,
+        let stream_usage = stream_usage && self.stream;
+        let mut out = Vec::with_capacity(self.body.len() + 64);
+        out.push(b'{');
+        let put = |out: &mut Vec<u8>, key: &str, value: &[u8]| {
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            // Writing a string into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, key);
+            out.push(b':');
+            out.extend_from_slice(value);
         };
-        serde_json::to_vec(&view)
-            .map(Bytes::from)
-            .unwrap_or_default()
+        for (key, range) in &self.fields {
+            match key.as_str() {
+                "model" => put(
+                    &mut out,
+                    key,
+                    &serde_json::to_vec(model).unwrap_or_default(),
+                ),
+                "stream_options" if stream_usage => {}
+                _ => put(&mut out, key, &self.body[range.clone()]),
+            }
+        }
+        if stream_usage {
+            let mut options = match self.field("stream_options") {
+                Some(Value::Object(o)) => o,
+                _ => Map::new(),
+            };
+            options.insert("include_usage".into(), Value::Bool(true));
+            put(
+                &mut out,
+                "stream_options",
+                &serde_json::to_vec(&options).unwrap_or_default(),
+            );
+        }
+        out.push(b'}');
+        Bytes::from(out)
+    }
+}
+
+/// The JSON text of field `name` (the last one, as JSON parsers take for duplicates).
+fn find<'a>(body: &'a [u8], fields: &[(String, Range<usize>)], name: &str) -> Option<&'a str> {
+    let (_, range) = fields.iter().rev().find(|(k, _)| k == name)?;
+    std::str::from_utf8(body.get(range.clone())?).ok()
+}
+
+// === impl Fields ===
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Fields<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A>(self, mut map: A) -> Result<Fields<'de>, A::Error>
+            where
+                A: serde::de::MapAccess<'de>,
+            {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(entry) = map.next_entry::<String, &'de RawValue>()? {
+                    fields.push(entry);
+                }
+                Ok(Fields(fields))
+            }
+        }
+        d.deserialize_map(Visit)
     }
 }
 
@@ -171,37 +265,12 @@ impl Usage {
     }
 }
 
-// === impl Upstream ===
-
-impl Serialize for Upstream<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let fields = &self.request.fields;
-        let mut map = s.serialize_map(Some(fields.len() + 1))?;
-        for (k, v) in fields {
-            match k.as_str() {
-                "model" => map.serialize_entry(k, self.model)?,
-                "stream_options" if self.stream_usage => {}
-                _ => map.serialize_entry(k, v)?,
-            }
-        }
-        if self.stream_usage {
-            let mut options = match fields.get("stream_options") {
-                Some(Value::Object(o)) => o.clone(),
-                _ => Map::new(),
-            };
-            options.insert("include_usage".into(), Value::Bool(true));
-            map.serialize_entry("stream_options", &options)?;
-        }
-        map.end()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<ModelRequest, ProxyError> {
-        ModelRequest::parse(s.as_bytes())
+        ModelRequest::parse(Bytes::copy_from_slice(s.as_bytes()))
     }
 
     #[test]
@@ -239,6 +308,17 @@ mod tests {
         assert_eq!(v["tools"][0]["type"], "function");
         // Not a stream: no stream_options added.
         assert!(v.get("stream_options").is_none());
+    }
+
+    #[test]
+    fn other_fields_reach_the_upstream_byte_for_byte() {
+        let body = r#"{"model":"alias","temperature":0.10,"n":1.0e0,"messages":[{"role":"user","content":"caf\u00e9 \"quoted\""}]}"#;
+        let r = parse(body).unwrap();
+        let up = String::from_utf8(r.upstream_body("gpt-4o", true).to_vec()).unwrap();
+        assert_eq!(
+            up,
+            r#"{"model":"gpt-4o","temperature":0.10,"n":1.0e0,"messages":[{"role":"user","content":"caf\u00e9 \"quoted\""}]}"#
+        );
     }
 
     #[test]

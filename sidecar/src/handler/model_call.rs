@@ -103,8 +103,8 @@ async fn prepare(
     let table = app.table().ok_or(ProxyError::NotReady)?;
     let (parts, body) = read_body(req, app.max_body_bytes).await?;
     let request = match model_in {
-        ModelIn::Body => ModelRequest::parse(&body)?,
-        ModelIn::Path { model, stream } => ModelRequest::native(&body, model, stream)?,
+        ModelIn::Body => ModelRequest::parse(body)?,
+        ModelIn::Path { model, stream } => ModelRequest::native(body, model, stream)?,
     };
     match exchange {
         Exchange::Chat => request.require_messages()?,
@@ -114,7 +114,7 @@ async fn prepare(
             ));
         }
         Exchange::Embeddings => {
-            if request.field("input").is_none() {
+            if !request.has_field("input") {
                 return Err(ProxyError::BadRequest("you must provide `input`".into()));
             }
         }

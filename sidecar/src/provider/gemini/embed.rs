@@ -15,7 +15,8 @@ fn bad(message: impl Into<String>) -> ProxyError {
 
 /// The `batchEmbedContents` body: one request per input, in order.
 pub fn request(request: &ModelRequest, model: &str) -> Result<Value, ProxyError> {
-    let inputs: Vec<&str> = match request.field("input") {
+    let input = request.field("input");
+    let inputs: Vec<&str> = match &input {
         Some(Value::String(s)) => vec![s.as_str()],
         Some(Value::Array(items)) if !items.is_empty() => items
             .iter()

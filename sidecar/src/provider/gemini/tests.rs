@@ -772,8 +772,7 @@ fn embeddings_golden() {
     let req = crate::api::ModelRequest::parse(
         json!({"model": "emb", "input": ["What is the meaning of life?", "How much wood would a woodchuck chuck?"],
             "dimensions": 4, "encoding_format": "float"})
-        .to_string()
-        .as_bytes(),
+        .to_string(),
     )
     .expect("request");
     let body = embeddings_request(&req, "gemini-embedding-001").expect("translates");
@@ -799,18 +798,15 @@ fn embeddings_golden() {
         (json!([]), "non-empty"),
         (json!(5), "string"),
     ] {
-        let req = crate::api::ModelRequest::parse(
-            json!({"model": "emb", "input": input})
-                .to_string()
-                .as_bytes(),
-        )
-        .expect("request");
+        let req =
+            crate::api::ModelRequest::parse(json!({"model": "emb", "input": input}).to_string())
+                .expect("request");
         let err = embeddings_request(&req, "m").expect_err("refused");
         assert_eq!(err.status(), 400);
         assert!(err.to_string().contains(needle), "{err}");
     }
     let single =
-        crate::api::ModelRequest::parse(br#"{"model":"e","input":"hi"}"#).expect("request");
+        crate::api::ModelRequest::parse(&br#"{"model":"e","input":"hi"}"#[..]).expect("request");
     let got: Value =
         serde_json::from_slice(&embeddings_request(&single, "text-embedding-004").expect("ok"))
             .expect("json");
