@@ -22,12 +22,9 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use support::harness::route_yaml;
 use support::*;
-use tokio::net::TcpListener;
 
 const KEY: &str = "fake-azure-test-key";
 const DEPLOYMENT: &str = "my-gpt-4o";
@@ -70,23 +67,8 @@ struct FakeAzure {
 impl FakeAzure {
     async fn start(api_version: &'static str) -> Self {
         let state = Arc::new(State::default());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let st = state.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(st.clone(), api_version, req));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let addr = support::serve::loopback(move |req| handle(st.clone(), api_version, req)).await;
         Self { addr, state }
     }
 

@@ -15,10 +15,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Map, Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
@@ -68,23 +65,8 @@ impl FakeGemini {
     pub async fn start(always: GeminiReply) -> Self {
         let state = Arc::new(State::default());
         *state.fallback.lock().unwrap() = Some(always);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let st = state.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(st.clone(), req));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let addr = super::serve::loopback(move |req| handle(st.clone(), req)).await;
         Self { addr, state }
     }
 

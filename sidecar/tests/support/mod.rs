@@ -18,6 +18,7 @@ pub mod fake_gemini;
 pub mod fake_upstream;
 pub mod harness;
 pub mod python;
+pub mod serve;
 
 pub use client::*;
 pub use fake_upstream::{FakeUpstream, Reply};
