@@ -338,10 +338,13 @@ async fn relay(
                                 upstream::humanize(route.timeouts.idle)
                             )
                         };
-                        client
-                            .send_error(tally.dialect.error_event(&ProxyError::Timeout { message }))
-                            .await;
-                        return End::Broken("stream_idle_timeout");
+                        return break_off(
+                            client,
+                            tally.dialect,
+                            ProxyError::Timeout { message },
+                            "stream_idle_timeout",
+                        )
+                        .await;
                     }
                     Wait::Next(Ok(None)) => {
                         if !upstream_ended {
@@ -362,14 +365,13 @@ async fn relay(
                             "{} ended the stream before the answer was complete",
                             target.label
                         );
-                        client
-                            .send_error(
-                                tally
-                                    .dialect
-                                    .error_event(&ProxyError::BadGateway { message }),
-                            )
-                            .await;
-                        return End::Broken("stream_interrupted");
+                        return break_off(
+                            client,
+                            tally.dialect,
+                            ProxyError::BadGateway { message },
+                            "stream_interrupted",
+                        )
+                        .await;
                     }
                     Wait::Next(Ok(Some(Err(e)))) => {
                         let message = format!(
@@ -377,14 +379,13 @@ async fn relay(
                             target.label,
                             target.provider.scrub(&e.to_string())
                         );
-                        client
-                            .send_error(
-                                tally
-                                    .dialect
-                                    .error_event(&ProxyError::BadGateway { message }),
-                            )
-                            .await;
-                        return End::Broken("stream_interrupted");
+                        return break_off(
+                            client,
+                            tally.dialect,
+                            ProxyError::BadGateway { message },
+                            "stream_interrupted",
+                        )
+                        .await;
                     }
                     Wait::Next(Ok(Some(Ok(event)))) => {
                         if translator.is_identity() {
@@ -419,6 +420,17 @@ async fn relay(
             return end;
         }
     }
+}
+
+/// Ends a started stream with one error event in the client's dialect.
+async fn break_off(
+    client: &mut Client,
+    dialect: Dialect,
+    err: ProxyError,
+    kind: &'static str,
+) -> End {
+    client.send_error(dialect.error_event(&err)).await;
+    End::Broken(kind)
 }
 
 async fn fail(app: &App, route: &Route, client: &mut Client, err: ProxyError, started: Instant) {
