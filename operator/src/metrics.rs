@@ -1,0 +1,191 @@
+//! The operator's Prometheus metrics, served on the admin port's `/metrics`.
+//!
+//! Labels are small fixed sets (results, refusal reasons); nothing per pod or per
+//! ModelRoute, so cardinality does not grow with the fleet.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// Every metric family of the operator.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    connected: Gauge,
+    refused: Family<ReasonLabels, Counter>,
+    stream_errors: Family<ReasonLabels, Counter>,
+    snapshots_sent: Counter,
+    acks: Family<ResultLabels, Counter>,
+    convergence: Histogram,
+    world_version: Gauge,
+    routes: Family<ResultLabels, Gauge>,
+    reconciles: Family<ResultLabels, Counter>,
+    leader: Gauge,
+}
+
+// === impl Metrics ===
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("modelroute_operator");
+        let connected = Gauge::default();
+        registry.register(
+            "sidecars_connected",
+            "Sidecars with an authenticated session",
+            connected.clone(),
+        );
+        let refused = Family::default();
+        registry.register(
+            "sessions_refused",
+            "Sessions refused at the hello, by reason",
+            refused.clone(),
+        );
+        let stream_errors = Family::default();
+        registry.register(
+            "session_errors",
+            "Sessions ended by a protocol error (malformed or unexpected message)",
+            stream_errors.clone(),
+        );
+        let snapshots_sent = Counter::default();
+        registry.register(
+            "snapshots_sent",
+            "Snapshots sent to sidecars",
+            snapshots_sent.clone(),
+        );
+        let acks = Family::default();
+        registry.register(
+            "snapshot_replies",
+            "Sidecar answers to snapshots (result=ack|nack)",
+            acks.clone(),
+        );
+        // 1 ms .. ~33 s.
+        let convergence = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "push_convergence_seconds",
+            "From a change the operator saw to a sidecar's ACK of the snapshot holding it",
+            convergence.clone(),
+        );
+        let world_version = Gauge::default();
+        registry.register(
+            "config_version",
+            "Version of the state the operator serves (increases with every change)",
+            world_version.clone(),
+        );
+        let routes = Family::default();
+        registry.register(
+            "modelroutes",
+            "ModelRoutes known, by result (valid|invalid)",
+            routes.clone(),
+        );
+        let reconciles = Family::default();
+        registry.register(
+            "reconciles",
+            "Status reconciles, by result (ok|error)",
+            reconciles.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            connected,
+            refused,
+            stream_errors,
+            snapshots_sent,
+            acks,
+            convergence,
+            world_version,
+            routes,
+            reconciles,
+            leader,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn session_opened(&self) {
+        self.connected.inc();
+    }
+
+    pub fn session_closed(&self) {
+        self.connected.dec();
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn session_error(&self, reason: &'static str) {
+        self.stream_errors
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn snapshot_sent(&self) {
+        self.snapshots_sent.inc();
+    }
+
+    pub fn ack(&self, converged_after: Option<std::time::Duration>) {
+        self.acks
+            .get_or_create(&ResultLabels { result: "ack" })
+            .inc();
+        if let Some(d) = converged_after {
+            self.convergence.observe(d.as_secs_f64());
+        }
+    }
+
+    pub fn nack(&self) {
+        self.acks
+            .get_or_create(&ResultLabels { result: "nack" })
+            .inc();
+    }
+
+    pub fn world(&self, version: u64, valid: usize, invalid: usize) {
+        self.world_version
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
+        let set = |result, n: usize| {
+            self.routes
+                .get_or_create(&ResultLabels { result })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        };
+        set("valid", valid);
+        set("invalid", invalid);
+    }
+
+    pub fn reconciled(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reconciles
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+}

@@ -1,0 +1,4 @@
+//! Where ModelRoutes, Secrets and sidecar pods come from.
+
+pub mod files;
+pub mod kube;
