@@ -25,13 +25,16 @@ pub struct Registry {
 /// A session's id in the registry.
 pub type SessionId = u64;
 
+/// The ModelRoutes of a snapshot, with the generation of each.
+pub type Contents = Arc<[(ObjectKey, i64)]>;
+
 #[derive(Clone, Debug)]
 struct Session {
     pod: ObjectKey,
     /// The last snapshot the sidecar acknowledged: its hash and ModelRoutes.
-    acked: Option<(String, Arc<[(ObjectKey, i64)]>)>,
+    acked: Option<(String, Contents)>,
     /// The last refusal: the ModelRoutes of the refused snapshot and the reason.
-    nacked: Option<(Arc<[(ObjectKey, i64)]>, String)>,
+    nacked: Option<(Contents, String)>,
 }
 
 /// How the sidecars of one ModelRoute are doing.
@@ -79,7 +82,7 @@ impl Registry {
         });
     }
 
-    pub fn acked(&self, id: SessionId, hash: String, routes: Arc<[(ObjectKey, i64)]>) {
+    pub fn acked(&self, id: SessionId, hash: String, routes: Contents) {
         self.with(|s| {
             if let Some(session) = s.get_mut(&id) {
                 session.acked = Some((hash, routes));
@@ -88,7 +91,7 @@ impl Registry {
         });
     }
 
-    pub fn nacked(&self, id: SessionId, routes: Arc<[(ObjectKey, i64)]>, reason: String) {
+    pub fn nacked(&self, id: SessionId, routes: Contents, reason: String) {
         self.with(|s| {
             if let Some(session) = s.get_mut(&id) {
                 session.nacked = Some((routes, reason));

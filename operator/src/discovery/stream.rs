@@ -2,7 +2,9 @@
 //! goes away.
 
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures_util::Stream;
 use modelroute_proto::discovery_server::Discovery as DiscoveryRpc;
