@@ -50,12 +50,31 @@ pub fn validate(spec: &ModelRouteSpec) -> Vec<Invalid> {
             );
         }
         check_route(route, &names, &path, &mut problems);
+        if route.rules.is_some() {
+            problems.add(format!("{path}.rules"), reserved("match rules"));
+        }
+    }
+    for (field, set, what) in [
+        ("budgets", spec.budgets.is_some(), "budgets"),
+        ("rateLimits", spec.rate_limits.is_some(), "rate limits"),
+        ("cache", spec.cache.is_some(), "the response cache"),
+    ] {
+        if set {
+            problems.add(format!("spec.{field}"), reserved(what));
+        }
     }
     problems.0
 }
 
 #[derive(Default)]
 struct Problems(Vec<Invalid>);
+
+fn reserved(what: &str) -> String {
+    format!(
+        "reserved for {what}, which this version does not implement yet; \
+         remove it rather than run without it"
+    )
+}
 
 // === impl Invalid ===
 
@@ -176,13 +195,22 @@ fn check_api_key(key: &ApiKeySource, path: &str, problems: &mut Problems) {
     if key.env.as_deref() == Some("") || key.file.as_deref() == Some("") {
         problems.add(path.to_string(), "env and file must not be empty".into());
     }
-    if let Some(r) = &key.secret_ref
-        && (r.name.is_empty() || r.key.is_empty())
-    {
-        problems.add(
-            format!("{path}.secretRef"),
-            "name and key are required".into(),
-        );
+    if let Some(r) = &key.secret_ref {
+        if !is_dns_subdomain(&r.name) {
+            problems.add(
+                format!("{path}.secretRef.name"),
+                format!("{:?} is not a valid Secret name", r.name),
+            );
+        }
+        if !is_secret_key(&r.key) {
+            problems.add(
+                format!("{path}.secretRef.key"),
+                format!(
+                    "{:?} is not a valid Secret key: use letters, digits, '-', '_' and '.'",
+                    r.key
+                ),
+            );
+        }
     }
 }
 
@@ -321,6 +349,20 @@ fn is_dns_label(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// What Kubernetes allows as a key of a Secret's data.
+fn is_secret_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 fn is_header_name(s: &str) -> bool {

@@ -5,6 +5,7 @@
 
 mod policy;
 mod provider;
+pub(crate) mod reserved;
 mod route;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
@@ -46,6 +47,19 @@ pub struct ModelRouteSpec {
     #[serde(default)]
     #[schemars(length(max = 256))]
     pub routes: Vec<RouteSpec>,
+    /// Reserved for spend budgets (USD per window and scope). Not yet implemented: a
+    /// ModelRoute that sets it is refused rather than silently unenforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "reserved::list")]
+    pub budgets: Option<serde_json::Value>,
+    /// Reserved for request and token rate limits. Not yet implemented (refused if set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "reserved::list")]
+    pub rate_limits: Option<serde_json::Value>,
+    /// Reserved for the response cache. Not yet implemented (refused if set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "reserved::object")]
+    pub cache: Option<serde_json::Value>,
 }
 
 /// What the operator last observed about a ModelRoute.

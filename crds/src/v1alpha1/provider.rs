@@ -112,7 +112,11 @@ pub struct ApiKeySource {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretKeyRef {
+    /// The Secret's name (an Opaque Secret in the ModelRoute's namespace).
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    /// The key within the Secret's data.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub key: String,
 }
 

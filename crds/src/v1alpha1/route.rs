@@ -25,6 +25,11 @@ pub struct RouteSpec {
     pub timeouts: Option<Timeouts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreakerPolicy>,
+    /// Reserved for match rules (headers, `user`, request properties) that pick other
+    /// targets. Not yet implemented (refused if set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::reserved::list")]
+    pub rules: Option<serde_json::Value>,
 }
 
 /// A provider and the model name it knows, with a share of the traffic.

@@ -168,3 +168,42 @@ fn scalars_that_look_like_booleans_or_numbers_stay_strings() {
     assert_eq!(s.routes[0].targets[0].model, "1.5");
     assert_eq!(s.providers[0].name, "n");
 }
+
+#[test]
+fn reserved_fields_are_refused_until_implemented() {
+    let with_reserved = format!(
+        "{GOOD}  budgets: [{{amountUsd: 10}}]\n  rateLimits: [{{requestsPerMinute: 5}}]\n  cache: {{ttl: 1m}}\n"
+    );
+    assert_eq!(
+        paths(&spec(&with_reserved)),
+        ["spec.budgets", "spec.rateLimits", "spec.cache"]
+    );
+    let with_rules = GOOD.replace(
+        "      timeouts:",
+        "      rules: [{header: x-tenant}]\n      timeouts:",
+    );
+    let problems = validate(&spec(&with_rules));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, "spec.routes[0].rules");
+    assert!(problems[0].message.contains("reserved for match rules"));
+}
+
+#[test]
+fn secret_refs_must_name_a_valid_secret_and_key() {
+    let bad = GOOD.replace(
+        "apiKey: {env: OPENAI_API_KEY}",
+        "apiKey: {secretRef: {name: ../etc, key: \"a/b\"}}",
+    );
+    assert_eq!(
+        paths(&spec(&bad)),
+        [
+            "spec.providers[0].apiKey.secretRef.name",
+            "spec.providers[0].apiKey.secretRef.key"
+        ]
+    );
+    let good = GOOD.replace(
+        "apiKey: {env: OPENAI_API_KEY}",
+        "apiKey: {secretRef: {name: llm-keys.prod, key: OPENAI_API_KEY.v2}}",
+    );
+    assert_eq!(validate(&spec(&good)), vec![]);
+}
