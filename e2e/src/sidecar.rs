@@ -1,13 +1,12 @@
 //! The sidecar under test: built in release mode, started with a generated ModelRoute
 //! config whose one route goes to the fake upstream through an `openai` provider.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tempfile::TempDir;
 
 use crate::process::ChildGuard;
@@ -24,45 +23,13 @@ pub struct Sidecar {
     _dir: TempDir,
 }
 
-/// Runs `cargo build --release -p modelroute-sidecar` in `workspace` (honouring
-/// `CARGO_TARGET_DIR`) and returns the built executable's path.
+/// Builds the release sidecar (see [`crate::binaries::build`]).
 pub fn build(workspace: &Path) -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("bench: cargo build --release -p modelroute-sidecar");
-    let mut child = Command::new(cargo)
-        .current_dir(workspace)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "modelroute-sidecar",
-            "--bin",
-            "modelroute-sidecar",
-            "--message-format=json-render-diagnostics",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot run cargo")?;
-    let mut executable = None;
-    if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines() {
-            let line = line?;
-            let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if msg["reason"] == "compiler-artifact"
-                && msg["target"]["name"] == "modelroute-sidecar"
-                && let Some(exe) = msg["executable"].as_str()
-            {
-                executable = Some(PathBuf::from(exe));
-            }
-        }
-    }
-    let status = child.wait()?;
-    if !status.success() {
-        bail!("building modelroute-sidecar failed ({status})");
-    }
-    executable.context("cargo built modelroute-sidecar but named no executable")
+    crate::binaries::build(
+        workspace,
+        "modelroute-sidecar",
+        crate::binaries::Profile::Release,
+    )
 }
 
 /// The ModelRoute config: `gpt-4o-mini` -> the fake upstream as an OpenAI provider.
@@ -119,7 +86,7 @@ pub fn start(
 }
 
 /// `key=ADDR` out of a log line.
-fn field(line: &str, key: &str) -> Option<SocketAddr> {
+pub fn field(line: &str, key: &str) -> Option<SocketAddr> {
     let at = line.find(key)? + key.len();
     line[at..]
         .split_whitespace()

@@ -1,0 +1,65 @@
+//! The workspace's binaries, built by cargo on demand (a no-op when they are current).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+
+/// Which cargo profile to build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// What `cargo test` builds: fast to compile, for functional tests.
+    Dev,
+    /// What users run: for benchmarks.
+    Release,
+}
+
+/// The root of this workspace.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Runs `cargo build -p PACKAGE --bin PACKAGE` in `workspace` (honouring
+/// `CARGO_TARGET_DIR`) and returns the executable's path.
+pub fn build(workspace: &Path, package: &str, profile: Profile) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace).args([
+        "build",
+        "-p",
+        package,
+        "--bin",
+        package,
+        "--message-format=json-render-diagnostics",
+    ]);
+    if profile == Profile::Release {
+        cmd.arg("--release");
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot run cargo")?;
+    let mut executable = None;
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if msg["reason"] == "compiler-artifact"
+                && msg["target"]["name"] == package
+                && let Some(exe) = msg["executable"].as_str()
+            {
+                executable = Some(PathBuf::from(exe));
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("building {package} failed ({status})");
+    }
+    executable.with_context(|| format!("cargo built {package} but named no executable"))
+}
