@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-use config::{CompileError, RouteTable};
+use config::{CompileError, RouteTable, SecretKeys, SnapshotId};
 use telemetry::Metrics;
 
 /// State shared by every request: the active route table, metrics, limits, and the
@@ -97,16 +97,33 @@ impl App {
     }
 
     /// Compiles `docs` and makes them the active config. An identical config is a no-op;
-    /// a bad one changes nothing.
+    /// a bad one changes nothing. `apiKey.secretRef` is refused: files carry no Secrets.
     pub fn apply(
         &self,
         docs: &[ModelRoute],
         source: &str,
     ) -> Result<Arc<RouteTable>, CompileError> {
+        self.apply_with_keys(docs, source, &SecretKeys::none(), None)
+    }
+
+    /// [`App::apply`] for a source that carries Secret values: `keys` resolves
+    /// `apiKey.secretRef`, and `snapshot` names the operator snapshot the config came from
+    /// (shown in `/config`, sent back as `active_hash` in the next Hello). The config is
+    /// compiled whole before the swap, so a bad one changes nothing.
+    pub fn apply_with_keys(
+        &self,
+        docs: &[ModelRoute],
+        source: &str,
+        keys: &SecretKeys,
+        snapshot: Option<SnapshotId>,
+    ) -> Result<Arc<RouteTable>, CompileError> {
         let _guard = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
         let previous = self.table.load_full();
-        let table = config::compile(docs, source, previous.as_deref(), &self.metrics)?;
-        if let Some(prev) = previous.filter(|p| p.hash == table.hash) {
+        let mut table = config::compile(docs, source, keys, previous.as_deref(), &self.metrics)?;
+        table.snapshot = snapshot;
+        if let Some(prev) =
+            previous.filter(|p| p.hash == table.hash && p.snapshot == table.snapshot)
+        {
             return Ok(prev);
         }
         let table = Arc::new(table);
@@ -115,6 +132,8 @@ impl App {
         info!(
             version = table.version,
             hash = &table.hash[..12],
+            source = %table.source,
+            snapshot = table.snapshot.as_ref().map(|s| s.version),
             models = ?table.aliases().collect::<Vec<_>>(),
             "config applied"
         );
