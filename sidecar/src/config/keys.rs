@@ -8,12 +8,14 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use bytes::Bytes;
+
 use crate::secret::Secret;
 
 /// Secret values by (namespace, Secret name, key).
 pub struct SecretKeys {
     /// `None`: this source cannot resolve Secrets at all.
-    values: Option<HashMap<SecretKeyId, Secret<Vec<u8>>>>,
+    values: Option<HashMap<SecretKeyId, Secret<Bytes>>>,
 }
 
 /// Why a secretRef did not resolve. Messages name the Secret and key, never the value.
@@ -52,7 +54,7 @@ impl SecretKeys {
     }
 
     /// Adds (or replaces) one value. Turns a [`SecretKeys::none`] store into one that resolves.
-    pub fn insert(&mut self, namespace: &str, name: &str, key: &str, value: Vec<u8>) {
+    pub fn insert(&mut self, namespace: &str, name: &str, key: &str, value: impl Into<Bytes>) {
         let id = SecretKeyId {
             namespace: namespace.to_string(),
             name: name.to_string(),
@@ -60,7 +62,7 @@ impl SecretKeys {
         };
         self.values
             .get_or_insert_with(HashMap::new)
-            .insert(id, Secret::new(value));
+            .insert(id, Secret::new(value.into()));
     }
 
     /// The value of `key` in Secret `name` of `namespace`, as text.
