@@ -70,12 +70,14 @@ pub fn compile(
             continue;
         }
         // A ModelRoute may only name Secrets of its own namespace.
-        let namespace = doc.metadata.namespace.as_deref().unwrap_or("default");
+        let own_keys = NamespacedKeys {
+            namespace: doc.metadata.namespace.as_deref().unwrap_or("default"),
+            keys,
+        };
         let mut by_name: HashMap<&str, Arc<Provider>> = HashMap::new();
         for (i, spec) in doc.spec.providers.iter().enumerate() {
             let path = format!("{doc_name}: spec.providers[{i}]");
-            let keys = NamespacedKeys { namespace, keys };
-            match build_provider(spec, keys, previous, &mut hasher) {
+            match build_provider(spec, own_keys, previous, &mut hasher) {
                 Ok(p) => {
                     let p = Arc::new(p);
                     by_name.insert(&spec.name, p.clone());
