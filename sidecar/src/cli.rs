@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::Options;
+use crate::config::operator::{DEFAULT_TOKEN_FILE, OperatorOptions};
 use crate::telemetry::LogFormat;
 
 /// modelroute sidecar: an OpenAI-compatible LLM gateway on localhost.
@@ -13,8 +14,33 @@ use crate::telemetry::LogFormat;
 #[command(name = "modelroute-sidecar", version)]
 pub struct Args {
     /// ModelRoute YAML file, or a directory of them; reloaded when it changes.
-    #[arg(long, env = "MODELROUTE_CONFIG")]
+    #[arg(long, env = "MODELROUTE_CONFIG", conflicts_with = "operator")]
     pub config: Option<PathBuf>,
+    /// The operator's discovery address, `https://host:port`: config is pushed from there
+    /// (`http://` for tests only).
+    #[arg(long, env = "MODELROUTE_OPERATOR")]
+    pub operator: Option<String>,
+    /// PEM bundle of the CA that signed the operator's certificate (the only roots trusted).
+    #[arg(long, env = "MODELROUTE_OPERATOR_CA", requires = "operator")]
+    pub operator_ca: Option<PathBuf>,
+    /// The name the operator's certificate must carry (default: the host of --operator).
+    #[arg(long, env = "MODELROUTE_OPERATOR_SERVER_NAME", requires = "operator")]
+    pub operator_server_name: Option<String>,
+    /// The token that proves which pod this is, read on every connect.
+    #[arg(long, env = "MODELROUTE_TOKEN_FILE", default_value = DEFAULT_TOKEN_FILE)]
+    pub token_file: PathBuf,
+    /// This pod's namespace (downward API).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "")]
+    pub pod_namespace: String,
+    /// This pod's name (downward API).
+    #[arg(long, env = "POD_NAME", default_value = "")]
+    pub pod_name: String,
+    /// This pod's labels as the downward API writes them (`key="value"` lines).
+    #[arg(long, env = "MODELROUTE_POD_LABELS_FILE")]
+    pub pod_labels_file: Option<PathBuf>,
+    /// ModelRoute YAML served until the operator's first snapshot applies.
+    #[arg(long, env = "MODELROUTE_BOOTSTRAP", requires = "operator")]
+    pub bootstrap: Option<PathBuf>,
     /// Address of the OpenAI-compatible proxy. Loopback by default: only the pod's own
     /// containers should reach it.
     #[arg(long, env = "MODELROUTE_LISTEN", default_value = "127.0.0.1:4000")]
@@ -47,12 +73,71 @@ pub struct Args {
 
 impl Args {
     pub fn options(&self) -> Options {
+        let operator = self.operator.clone().map(|url| OperatorOptions {
+            ca: self.operator_ca.clone(),
+            server_name: self.operator_server_name.clone(),
+            token_file: self.token_file.clone(),
+            pod_namespace: self.pod_namespace.clone(),
+            pod_name: self.pod_name.clone(),
+            pod_labels_file: self.pod_labels_file.clone(),
+            bootstrap: self.bootstrap.clone(),
+            ..OperatorOptions::new(url)
+        });
         Options {
             config: self.config.clone(),
+            operator,
             listen: self.listen,
             admin_listen: self.admin_listen,
             max_body_bytes: self.max_body_bytes,
             drain_timeout: self.drain_timeout.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_flags_build_operator_options() {
+        let args = Args::try_parse_from([
+            "modelroute-sidecar",
+            "--operator",
+            "https://op.modelroute-system.svc:8443",
+            "--operator-ca",
+            "/ca.pem",
+            "--pod-name",
+            "web-1",
+            "--pod-namespace",
+            "shop",
+            "--bootstrap",
+            "/boot.yaml",
+        ])
+        .unwrap();
+        let o = args.options().operator.unwrap();
+        assert_eq!(o.url, "https://op.modelroute-system.svc:8443");
+        assert_eq!(o.ca, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(
+            (o.pod_namespace.as_str(), o.pod_name.as_str()),
+            ("shop", "web-1")
+        );
+        assert_eq!(o.token_file, PathBuf::from(DEFAULT_TOKEN_FILE));
+        assert_eq!(o.bootstrap, Some(PathBuf::from("/boot.yaml")));
+    }
+
+    #[test]
+    fn config_and_operator_exclude_each_other() {
+        let err = Args::try_parse_from([
+            "modelroute-sidecar",
+            "--config",
+            "r.yaml",
+            "--operator",
+            "https://op:8443",
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let err =
+            Args::try_parse_from(["modelroute-sidecar", "--bootstrap", "b.yaml"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
     }
 }

@@ -30,7 +30,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-use config::{CompileError, RouteTable};
+use config::operator::{OperatorClient, OperatorOptions};
+use config::{CompileError, RouteTable, SecretKeys, SnapshotId};
 use telemetry::Metrics;
 
 /// State shared by every request: the active route table, metrics, limits, and the
@@ -50,6 +51,8 @@ pub struct App {
 pub struct Options {
     /// A ModelRoute YAML file or a directory of them.
     pub config: Option<PathBuf>,
+    /// Config from the operator instead of files (excludes `config`).
+    pub operator: Option<OperatorOptions>,
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub max_body_bytes: usize,
@@ -71,6 +74,8 @@ pub struct Running {
 pub enum StartError {
     #[error("cannot load the config: {0}")]
     Config(String),
+    #[error("cannot use the operator: {0}")]
+    Operator(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -97,16 +102,33 @@ impl App {
     }
 
     /// Compiles `docs` and makes them the active config. An identical config is a no-op;
-    /// a bad one changes nothing.
+    /// a bad one changes nothing. `apiKey.secretRef` is refused: files carry no Secrets.
     pub fn apply(
         &self,
         docs: &[ModelRoute],
         source: &str,
     ) -> Result<Arc<RouteTable>, CompileError> {
+        self.apply_with_keys(docs, source, &SecretKeys::none(), None)
+    }
+
+    /// [`App::apply`] for a source that carries Secret values: `keys` resolves
+    /// `apiKey.secretRef`, and `snapshot` names the operator snapshot the config came from
+    /// (shown in `/config`, sent back as `active_hash` in the next Hello). The config is
+    /// compiled whole before the swap, so a bad one changes nothing.
+    pub fn apply_with_keys(
+        &self,
+        docs: &[ModelRoute],
+        source: &str,
+        keys: &SecretKeys,
+        snapshot: Option<SnapshotId>,
+    ) -> Result<Arc<RouteTable>, CompileError> {
         let _guard = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
         let previous = self.table.load_full();
-        let table = config::compile(docs, source, previous.as_deref(), &self.metrics)?;
-        if let Some(prev) = previous.filter(|p| p.hash == table.hash) {
+        let mut table = config::compile(docs, source, keys, previous.as_deref(), &self.metrics)?;
+        table.snapshot = snapshot;
+        if let Some(prev) =
+            previous.filter(|p| p.hash == table.hash && p.snapshot == table.snapshot)
+        {
             return Ok(prev);
         }
         let table = Arc::new(table);
@@ -115,6 +137,8 @@ impl App {
         info!(
             version = table.version,
             hash = &table.hash[..12],
+            source = %table.source,
+            snapshot = table.snapshot.as_ref().map(|s| s.version),
             models = ?table.aliases().collect::<Vec<_>>(),
             "config applied"
         );
@@ -140,18 +164,43 @@ impl Running {
     }
 }
 
+/// Reads and applies ModelRoute YAML at start; any problem stops the start.
+fn load_file(app: &App, path: &std::path::Path, source: String) -> Result<(), StartError> {
+    let docs = config::file::read(path).map_err(StartError::Config)?;
+    app.apply(&docs, &source)
+        .map_err(|e| StartError::Config(e.problems.join("\n  ")))?;
+    Ok(())
+}
+
 /// Loads the config, binds both listeners and starts serving.
 pub async fn start(options: Options) -> Result<Running, StartError> {
     let app = Arc::new(App::new(options.max_body_bytes));
+    if options.config.is_some() && options.operator.is_some() {
+        return Err(StartError::Config(
+            "--config and --operator exclude each other: choose one source".into(),
+        ));
+    }
     // Watch before the first read, so a change between the two is not missed.
     let watch = options.config.clone().map(config::file::Watch::new);
     if let Some(path) = &options.config {
-        let docs = config::file::read(path).map_err(StartError::Config)?;
-        let source = format!("file:{}", path.display());
-        app.apply(&docs, &source)
-            .map_err(|e| StartError::Config(e.problems.join("\n  ")))?;
-    } else {
-        tracing::warn!("no --config given: serving no models until a config is loaded");
+        load_file(&app, path, format!("file:{}", path.display()))?;
+    }
+    let operator = match &options.operator {
+        Some(o) => {
+            let client = OperatorClient::new(o.clone()).map_err(StartError::Operator)?;
+            match &o.bootstrap {
+                Some(path) => {
+                    let source = format!("bootstrap file:{}", path.display());
+                    load_file(&app, path, source)?;
+                }
+                None => info!("no --bootstrap: not ready until the operator's first snapshot"),
+            }
+            Some(client)
+        }
+        None => None,
+    };
+    if options.config.is_none() && options.operator.is_none() {
+        tracing::warn!("no --config or --operator given: serving no models");
     }
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -195,6 +244,10 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     }
     if let Some(watch) = watch {
         servers.spawn(watch.run(app.clone(), shutdown.clone()));
+    }
+    if let Some(operator) = operator {
+        info!(source = operator.source(), "config from the operator");
+        servers.spawn(operator.run(app.clone(), shutdown.clone()));
     }
     Ok(Running {
         proxy_addr,

@@ -185,6 +185,7 @@ async fn a_start_with_a_bad_config_fails_with_every_problem_named() {
 async fn start_error(dir: &std::path::Path) -> String {
     modelroute_sidecar::start(modelroute_sidecar::Options {
         config: Some(dir.to_path_buf()),
+        operator: None,
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         max_body_bytes: 1024,

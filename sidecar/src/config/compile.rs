@@ -11,6 +11,7 @@ use modelroute_crds::v1alpha1::{ApiKeySource, ProviderKind, ProviderSpec, RouteS
 use modelroute_crds::{ModelRoute, validate};
 use sha2::{Digest, Sha256};
 
+use super::keys::SecretKeys;
 use super::table::{BreakerPolicy, RetryPolicy, Route, RouteTable, Target, Timeouts};
 use crate::dispatch::breaker::Breaker;
 use crate::provider::{Backend, HttpProvider, MockProvider, Provider, Wire, client};
@@ -19,18 +20,27 @@ use crate::telemetry::Metrics;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The Secrets one ModelRoute may name: those of its own namespace.
+#[derive(Clone, Copy)]
+struct NamespacedKeys<'a> {
+    namespace: &'a str,
+    keys: &'a SecretKeys,
+}
+
 /// Why a config was refused: every problem found, each naming its document and field.
 #[derive(Debug, PartialEq, Eq)]
 pub struct CompileError {
     pub problems: Vec<String>,
 }
 
-/// Builds a table from `docs`. `previous` lends its connection pools and circuit
-/// breakers to unchanged endpoints, so a reload neither drops warm connections nor
-/// forgets that a target is failing.
+/// Builds a table from `docs`. `keys` resolves `apiKey.secretRef` (within each ModelRoute's
+/// own namespace). `previous` lends its connection pools and circuit breakers to unchanged
+/// endpoints, so a reload neither drops warm connections nor forgets that a target is
+/// failing.
 pub fn compile(
     docs: &[ModelRoute],
     source: &str,
+    keys: &SecretKeys,
     previous: Option<&RouteTable>,
     metrics: &Metrics,
 ) -> Result<RouteTable, CompileError> {
@@ -59,10 +69,15 @@ pub fn compile(
             problems.extend(invalid.iter().map(|p| format!("{doc_name}: {p}")));
             continue;
         }
+        // A ModelRoute may only name Secrets of its own namespace.
+        let own_keys = NamespacedKeys {
+            namespace: doc.metadata.namespace.as_deref().unwrap_or("default"),
+            keys,
+        };
         let mut by_name: HashMap<&str, Arc<Provider>> = HashMap::new();
         for (i, spec) in doc.spec.providers.iter().enumerate() {
             let path = format!("{doc_name}: spec.providers[{i}]");
-            match build_provider(spec, previous, &mut hasher) {
+            match build_provider(spec, own_keys, previous, &mut hasher) {
                 Ok(p) => {
                     let p = Arc::new(p);
                     by_name.insert(&spec.name, p.clone());
@@ -140,6 +155,7 @@ pub fn compile(
         version: previous.map_or(1, |p| p.version + 1),
         hash,
         source: source.to_string(),
+        snapshot: None,
         routes,
         aliases,
         providers: providers_out,
@@ -149,6 +165,7 @@ pub fn compile(
 
 fn build_provider(
     spec: &ProviderSpec,
+    keys: NamespacedKeys<'_>,
     previous: Option<&RouteTable>,
     hasher: &mut Sha256,
 ) -> Result<Provider, String> {
@@ -178,7 +195,7 @@ fn build_provider(
         .trim_end_matches('/')
         .to_string();
     let key = match &spec.api_key {
-        Some(source) => Some(resolve_key(source)?),
+        Some(source) => Some(resolve_key(source, keys)?),
         None => None,
     };
     if let Some(k) = &key {
@@ -188,7 +205,8 @@ fn build_provider(
         Some(k) => {
             let (name, value) = wire.auth_header(k.expose());
             let mut value = HeaderValue::from_str(&value).map_err(|_| {
-                "apiKey: the key contains characters not allowed in a header".to_string()
+                let field = spec.api_key.as_ref().map_or("apiKey", key_field);
+                format!("{field}: the key contains characters not allowed in a header")
             })?;
             value.set_sensitive(true);
             Some(Secret::new((name, value)))
@@ -231,7 +249,7 @@ fn build_provider(
 }
 
 /// Reads a key from its source. Messages name the source, never the key.
-fn resolve_key(source: &ApiKeySource) -> Result<Secret<String>, String> {
+fn resolve_key(source: &ApiKeySource, keys: NamespacedKeys<'_>) -> Result<Secret<String>, String> {
     let key = if let Some(var) = &source.env {
         std::env::var(var)
             .map_err(|_| format!("apiKey.env: environment variable {var} is not set"))?
@@ -240,16 +258,34 @@ fn resolve_key(source: &ApiKeySource) -> Result<Secret<String>, String> {
             .map_err(|e| format!("apiKey.file: cannot read {path}: {e}"))?
     } else if let Some(value) = &source.value {
         value.clone()
+    } else if let Some(r) = &source.secret_ref {
+        let key = keys
+            .keys
+            .resolve(keys.namespace, &r.name, &r.key)
+            .map_err(|e| format!("apiKey.secretRef: {e}"))?;
+        key.expose().clone()
     } else {
-        return Err("apiKey.secretRef: Secrets are resolved by the operator; \
-                    when running with --config use env, file or value"
-            .into());
+        return Err("apiKey: no key source (env, file, value or secretRef)".into());
     };
     let key = key.trim().to_string();
     if key.is_empty() {
-        return Err("apiKey: the key is empty".into());
+        let field = key_field(source);
+        return Err(format!("{field}: the key is empty"));
     }
     Ok(Secret::new(key))
+}
+
+/// The field a key came from, for messages.
+fn key_field(source: &ApiKeySource) -> &'static str {
+    if source.env.is_some() {
+        "apiKey.env"
+    } else if source.file.is_some() {
+        "apiKey.file"
+    } else if source.value.is_some() {
+        "apiKey.value"
+    } else {
+        "apiKey.secretRef"
+    }
 }
 
 fn breaker_key(provider: &Provider, model: &str) -> String {

@@ -17,12 +17,22 @@ pub struct RouteTable {
     pub hash: String,
     /// Where the config came from (`file:/etc/modelroute`), for `/config`.
     pub source: String,
+    /// The operator snapshot this table was built from; `None` for files.
+    pub snapshot: Option<SnapshotId>,
     pub(crate) routes: HashMap<Arc<str>, Arc<Route>>,
     /// Sorted aliases for `/v1/models`.
     pub(crate) aliases: Vec<Arc<str>>,
     pub(crate) providers: Vec<Arc<Provider>>,
     /// The config as `/config` shows it, secrets redacted.
     pub(crate) redacted: serde_json::Value,
+}
+
+/// Which operator snapshot a table serves: its version and content hash, as the operator
+/// sent them (the hash goes back in the next Hello as `active_hash`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SnapshotId {
+    pub version: u64,
+    pub hash: String,
 }
 
 /// One model alias with its targets and policies.

@@ -8,6 +8,7 @@ use http_body_util::{BodyExt, Full};
 use super::client::HttpClient;
 use super::wire::{ANTHROPIC_VERSION, Wire};
 use super::{BoxError, Call, SendError, UpstreamBody};
+use crate::error::describe;
 use crate::secret::Secret;
 
 /// An upstream endpoint reached over HTTP.
@@ -128,18 +129,6 @@ pub fn forward_headers(from: &HeaderMap, to: &mut HeaderMap) {
 // conversion inside the response future defeats the compiler's `Send` check.
 fn box_error(e: hyper::Error) -> BoxError {
     Box::new(e)
-}
-
-/// The error with its sources, which is where hyper puts the useful part.
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -59,6 +59,7 @@ fn config(app: &App) -> Response<Full<Bytes>> {
         "version": table.version,
         "hash": table.hash,
         "source": table.source,
+        "snapshot": table.snapshot,
         "models": table.aliases().collect::<Vec<_>>(),
         "circuits": circuits,
         "modelRoutes": table.redacted,

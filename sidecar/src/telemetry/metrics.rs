@@ -89,6 +89,9 @@ pub struct Metrics {
     streams_active: Gauge,
     config_version: Gauge,
     config_reloads: Family<ResultLabels, Counter>,
+    operator_connected: Gauge,
+    operator_connects: Family<ResultLabels, Counter>,
+    operator_snapshots: Family<ResultLabels, Counter>,
 }
 
 // === impl Metrics ===
@@ -108,6 +111,9 @@ impl Metrics {
         let streams_active = Gauge::default();
         let config_version = Gauge::default();
         let config_reloads = Family::default();
+        let operator_connected = Gauge::default();
+        let operator_connects = Family::default();
+        let operator_snapshots = Family::default();
         let r = &mut registry;
         r.register(
             "modelroute_requests",
@@ -170,6 +176,21 @@ impl Metrics {
             "Config loads by result (applied, rejected)",
             config_reloads.clone(),
         );
+        r.register(
+            "modelroute_operator_connected",
+            "1 while a session with the operator is open, else 0",
+            operator_connected.clone(),
+        );
+        r.register(
+            "modelroute_operator_connects",
+            "Session attempts with the operator by result (ok, refused, error)",
+            operator_connects.clone(),
+        );
+        r.register(
+            "modelroute_operator_snapshots",
+            "Operator snapshots answered, by result (ack, nack)",
+            operator_snapshots.clone(),
+        );
         Self {
             registry,
             requests,
@@ -184,6 +205,9 @@ impl Metrics {
             streams_active,
             config_version,
             config_reloads,
+            operator_connected,
+            operator_connects,
+            operator_snapshots,
         }
     }
 
@@ -286,6 +310,25 @@ impl Metrics {
     pub fn config_rejected(&self) {
         self.config_reloads
             .get_or_create(&ResultLabels { result: "rejected" })
+            .inc();
+    }
+
+    pub fn operator_connected(&self, connected: bool) {
+        self.operator_connected.set(i64::from(connected));
+    }
+
+    /// One session attempt: `ok`, `refused` (the operator answered with an error status) or
+    /// `error` (no answer: token, CA bundle, network, TLS).
+    pub fn operator_connect(&self, result: &'static str) {
+        self.operator_connects
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// One snapshot answered: `ack` or `nack`.
+    pub fn operator_snapshot(&self, result: &'static str) {
+        self.operator_snapshots
+            .get_or_create(&ResultLabels { result })
             .inc();
     }
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use modelroute_sidecar::config::operator::OperatorOptions;
 use modelroute_sidecar::{Options, Running};
 
 pub struct Sidecar {
@@ -24,6 +25,7 @@ impl Sidecar {
         std::fs::write(dir.path().join("route.yaml"), config).unwrap();
         let running = modelroute_sidecar::start(Options {
             config: Some(dir.path().to_path_buf()),
+            operator: None,
             listen: "127.0.0.1:0".parse().unwrap(),
             admin_listen: "127.0.0.1:0".parse().unwrap(),
             max_body_bytes,
@@ -36,6 +38,35 @@ impl Sidecar {
             admin: format!("http://{}", running.admin_addr),
             running: Some(running),
             dir,
+        }
+    }
+
+    /// Starts a sidecar whose config comes from the operator in `operator` (token and labels
+    /// files, bootstrap, ... are the caller's, typically in `dir`).
+    pub async fn start_operator(dir: tempfile::TempDir, operator: OperatorOptions) -> Self {
+        let running = modelroute_sidecar::start(Options {
+            config: None,
+            operator: Some(operator),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+            max_body_bytes: 1024 * 1024,
+            drain_timeout: Duration::from_secs(5),
+        })
+        .await
+        .unwrap();
+        Self {
+            url: format!("http://{}", running.proxy_addr),
+            admin: format!("http://{}", running.admin_addr),
+            running: Some(running),
+            dir,
+        }
+    }
+
+    /// Stops the sidecar and waits until everything it started has ended.
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            let stopped = tokio::time::timeout(Duration::from_secs(30), running.stop()).await;
+            assert!(stopped.is_ok(), "the sidecar did not stop");
         }
     }
 

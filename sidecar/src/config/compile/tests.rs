@@ -14,7 +14,13 @@ fn doc(name: &str, providers: &str, routes: &str) -> String {
 }
 
 fn build(yaml: &str, previous: Option<&RouteTable>) -> Result<RouteTable, CompileError> {
-    compile(&docs(yaml), "test", previous, &Metrics::new())
+    compile(
+        &docs(yaml),
+        "test",
+        &SecretKeys::none(),
+        previous,
+        &Metrics::new(),
+    )
 }
 
 #[test]
@@ -140,4 +146,85 @@ fn unchanged_targets_keep_their_breaker_and_pool() {
         !Arc::ptr_eq(b2, &third.route("m").unwrap().targets[0].breaker),
         "a new endpoint starts fresh"
     );
+}
+
+fn secret_ref_doc(namespace: Option<&str>) -> Vec<ModelRoute> {
+    let mut docs = docs(&doc(
+        "a",
+        "    - {name: up, kind: openai, apiKey: {secretRef: {name: llm, key: openai}}}",
+        "    - model: m\n      targets: [{provider: up, model: x}]",
+    ));
+    docs[0].metadata.namespace = namespace.map(str::to_string);
+    docs
+}
+
+fn auth_header(table: &RouteTable) -> String {
+    let Backend::Http(p) = &table.providers()[0].backend else {
+        panic!("not http")
+    };
+    let (_, value) = p.auth.as_ref().unwrap().expose();
+    value.to_str().unwrap().to_string()
+}
+
+#[test]
+fn secret_refs_resolve_from_the_snapshot_in_the_own_namespace() {
+    let mut keys = SecretKeys::empty();
+    keys.insert("team", "llm", "openai", b"sk-test-team\n".to_vec());
+    keys.insert("other", "llm", "openai", b"sk-test-other".to_vec());
+    let table = compile(
+        &secret_ref_doc(Some("team")),
+        "test",
+        &keys,
+        None,
+        &Metrics::new(),
+    )
+    .unwrap();
+    assert_eq!(auth_header(&table), "Bearer sk-test-team");
+
+    // Without metadata.namespace a ModelRoute lives in "default", which has no such Secret.
+    let err = compile(&secret_ref_doc(None), "test", &keys, None, &Metrics::new()).unwrap_err();
+    assert_eq!(
+        err.problems,
+        [
+            "ModelRoute a: spec.providers[0].apiKey.secretRef: Secret llm has no key openai in the snapshot"
+        ]
+    );
+}
+
+#[test]
+fn secret_values_that_are_not_text_or_not_header_safe_are_named() {
+    let docs = secret_ref_doc(Some("team"));
+    let mut keys = SecretKeys::empty();
+    keys.insert("team", "llm", "openai", vec![0xc3, 0x28]);
+    let err = compile(&docs, "test", &keys, None, &Metrics::new()).unwrap_err();
+    assert_eq!(
+        err.problems,
+        [
+            "ModelRoute team/a: spec.providers[0].apiKey.secretRef: key openai of Secret llm is not UTF-8 text"
+        ]
+    );
+    keys.insert("team", "llm", "openai", b"sk-test\x01bad".to_vec());
+    let err = compile(&docs, "test", &keys, None, &Metrics::new()).unwrap_err();
+    assert_eq!(
+        err.problems,
+        [
+            "ModelRoute team/a: spec.providers[0].apiKey.secretRef: the key contains characters not allowed in a header"
+        ]
+    );
+    assert!(!err.to_string().contains("sk-test"), "{err}");
+}
+
+#[test]
+fn a_rotated_secret_is_a_new_config() {
+    let docs = secret_ref_doc(Some("team"));
+    let mut keys = SecretKeys::empty();
+    keys.insert("team", "llm", "openai", b"sk-test-one".to_vec());
+    let metrics = Metrics::new();
+    let first = compile(&docs, "test", &keys, None, &metrics).unwrap();
+    let same = compile(&docs, "test", &keys, Some(&first), &metrics).unwrap();
+    assert_eq!(first.hash, same.hash);
+    keys.insert("team", "llm", "openai", b"sk-test-two".to_vec());
+    let rotated = compile(&docs, "test", &keys, Some(&same), &metrics).unwrap();
+    assert_ne!(rotated.hash, same.hash);
+    assert_eq!(auth_header(&rotated), "Bearer sk-test-two");
 }
