@@ -125,6 +125,12 @@ impl ChildGuard {
     }
 
     /// The last lines the child wrote.
+    /// Kills the whole group at once (SIGKILL: no shutdown path runs) and reaps it.
+    pub fn kill(&mut self) {
+        signal_group(self.child.id(), "KILL");
+        let _ = self.child.wait();
+    }
+
     pub fn output(&self) -> String {
         lock(&self.output).join("\n")
     }

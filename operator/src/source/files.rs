@@ -48,7 +48,9 @@ impl FileSource {
     pub fn new(routes: PathBuf, secrets: Option<PathBuf>) -> Self {
         let (tx, changes) = mpsc::channel::<()>(1);
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
+            // Opening and reading files are events too: reacting to them would make every
+            // reload trigger the next one.
+            if event.is_ok_and(|e| !e.kind.is_access()) {
                 // Full means a reload is already due.
                 let _ = tx.try_send(());
             }
