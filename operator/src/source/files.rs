@@ -219,3 +219,82 @@ impl SecretStore for SecretFiles<'_> {
         Ok(value.into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::index::ObjectKey;
+
+    fn route(reply: &str) -> String {
+        format!(
+            "apiVersion: modelroute.dev/v1alpha1\nkind: ModelRoute\nmetadata: {{name: r, namespace: shop}}\nspec:\n  providers: [{{name: m, kind: mock, mock: {{reply: {reply}}}}}]\n  routes: [{{model: chat, targets: [{{provider: m, model: x}}]}}]\n"
+        )
+    }
+
+    #[test]
+    fn secret_files_stay_inside_their_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("shop/keys")).unwrap();
+        std::fs::write(dir.path().join("shop/keys/openai"), "sk-file\n").unwrap();
+        std::fs::write(dir.path().join("outside"), "not a key").unwrap();
+        let store = SecretFiles(Some(dir.path()));
+        assert_eq!(
+            &store.get("shop", "keys", "openai").unwrap()[..],
+            b"sk-file"
+        );
+        assert_eq!(store.get("shop", "keys", "nope"), Err(SecretMissing::Key));
+        assert_eq!(
+            store.get("shop", "nope", "openai"),
+            Err(SecretMissing::Secret)
+        );
+        assert_eq!(
+            store.get("shop", "..", "outside"),
+            Err(SecretMissing::Secret)
+        );
+        assert_eq!(
+            store.get("shop", "keys", "../../outside"),
+            Err(SecretMissing::Key)
+        );
+        assert_eq!(
+            SecretFiles(None).get("shop", "keys", "openai"),
+            Err(SecretMissing::Secret)
+        );
+    }
+
+    #[test]
+    fn an_unparsable_file_keeps_its_last_good_content_and_generations_count_spec_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.yaml");
+        std::fs::write(&file, route("one")).unwrap();
+        let (index, rx) = Index::new();
+        let mut source = FileSource::new(dir.path().to_path_buf(), None);
+        let key = ObjectKey::new("shop", "r");
+        source.load(&index);
+        assert_eq!(rx.borrow().verdicts[&key].generation, 1);
+
+        std::fs::write(&file, "kind: [unclosed").unwrap();
+        source.load(&index);
+        let world = rx.borrow().clone();
+        assert_eq!(world.verdicts[&key].generation, 1, "last good content kept");
+        assert!(world.routes.contains_key(&key));
+
+        // Same spec again: same generation, nothing new published.
+        std::fs::write(&file, route("one")).unwrap();
+        let version = rx.borrow().version;
+        source.load(&index);
+        assert_eq!(rx.borrow().version, version);
+
+        std::fs::write(&file, route("two")).unwrap();
+        source.load(&index);
+        assert_eq!(rx.borrow().verdicts[&key].generation, 2);
+
+        std::fs::remove_file(&file).unwrap();
+        source.load(&index);
+        assert!(
+            rx.borrow().verdicts.is_empty(),
+            "a removed file removes its routes"
+        );
+    }
+}
