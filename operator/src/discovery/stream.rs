@@ -85,6 +85,10 @@ impl Discovery {
     }
 }
 
+fn shutting_down() -> Status {
+    Status::unavailable("the operator is shutting down; reconnect")
+}
+
 struct Session {
     discovery: Discovery,
     identity: Identity,
@@ -142,8 +146,11 @@ impl Session {
                 sent = Some(Sent { cut, changed_at });
             }
             tokio::select! {
-                () = d.shutdown.cancelled() => break Ok(()),
+                () = d.shutdown.cancelled() => break Err(shutting_down()),
                 changed = serving.changed() => {
+                    if d.shutdown.is_cancelled() {
+                        break Err(shutting_down());
+                    }
                     if changed.is_err() || !*serving.borrow() {
                         break Err(Status::unavailable("this operator replica stepped down; reconnect"));
                     }
