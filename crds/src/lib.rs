@@ -13,6 +13,24 @@ pub use duration::Duration;
 pub use v1alpha1::{ModelRoute, ModelRouteSpec, ModelRouteStatus, SidecarCounts};
 pub use validate::{Invalid, validate};
 
+/// The ModelRoute files of a directory, sorted: `*.yaml` and `*.yml`, hidden entries
+/// skipped (which also skips the `..data` links of a mounted ConfigMap). Shared by the
+/// sidecar's `--config DIR` and the operator's `--routes-dir`.
+pub fn yaml_files(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_yaml = name.ends_with(".yaml") || name.ends_with(".yml");
+        if is_yaml && !name.starts_with('.') && entry.path().is_file() {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 /// Parses a stream of YAML documents (separated by `---`) into ModelRoutes.
 ///
 /// Empty documents are skipped; documents of any other kind are an error, because a file

@@ -22,22 +22,21 @@ pub fn workspace() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-/// Runs `cargo build -p PACKAGE --bin PACKAGE` in `workspace` (honouring
-/// `CARGO_TARGET_DIR`) and returns the executable's path.
+/// Builds binary `package` in `workspace` (honouring `CARGO_TARGET_DIR`) and returns
+/// the executable's path.
+///
+/// Dev builds build every binary of the workspace at once: that unifies features exactly as
+/// `cargo test --workspace` does, so after a test build this is a no-op (building one
+/// package alone would pick other features and relink the binaries on every call).
 pub fn build(workspace: &Path, package: &str, profile: Profile) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace).args([
-        "build",
-        "-p",
-        package,
-        "--bin",
-        package,
-        "--message-format=json-render-diagnostics",
-    ]);
-    if profile == Profile::Release {
-        cmd.arg("--release");
-    }
+    cmd.current_dir(workspace)
+        .args(["build", "--message-format=json-render-diagnostics"]);
+    match profile {
+        Profile::Dev => cmd.args(["--workspace", "--bins"]),
+        Profile::Release => cmd.args(["--release", "-p", package, "--bin", package]),
+    };
     let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()

@@ -48,16 +48,29 @@ struct SidecarProcess {
 }
 
 fn start_sidecar(bin: &Path, files: &OperatorFiles, op: &Operator, pod: &str) -> SidecarProcess {
+    start_sidecar_with(bin, files, op, pod, &files.token_file(), &[])
+}
+
+/// A sidecar of pod `shop/POD` taking its config from `op`, with `token` and `extra` flags.
+fn start_sidecar_with(
+    bin: &Path,
+    files: &OperatorFiles,
+    op: &Operator,
+    pod: &str,
+    token: &Path,
+    extra: &[&std::ffi::OsStr],
+) -> SidecarProcess {
     let mut cmd = Command::new(bin);
     cmd.arg("--operator")
         .arg(format!("https://localhost:{}", op.grpc.port()))
         .arg("--operator-ca")
         .arg(files.ca_file())
         .arg("--token-file")
-        .arg(files.token_file())
+        .arg(token)
         .args(["--pod-namespace", "shop", "--pod-name", pod])
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(["--drain-timeout", "1s", "--log", "info"])
+        .args(extra)
         .env_remove("RUST_LOG");
     let (guard, line) = ChildGuard::spawn(
         "modelroute-sidecar",
@@ -263,29 +276,14 @@ async fn a_sidecar_with_the_wrong_token_is_refused_and_serves_its_bootstrap() {
         route("from-bootstrap").replace("  namespace: shop\n", ""),
     )
     .unwrap();
-    let mut cmd = Command::new(&sidecar_bin);
-    cmd.arg("--operator")
-        .arg(format!("https://localhost:{}", op.grpc.port()))
-        .arg("--operator-ca")
-        .arg(files.ca_file())
-        .arg("--token-file")
-        .arg(&wrong)
-        .arg("--bootstrap")
-        .arg(&bootstrap)
-        .args(["--pod-namespace", "shop", "--pod-name", "intruder"])
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .env_remove("RUST_LOG");
-    let (guard, line) = ChildGuard::spawn(
-        "modelroute-sidecar",
-        cmd,
-        "modelroute sidecar listening",
-        Duration::from_secs(20),
-    )
-    .unwrap();
-    let sidecar = SidecarProcess {
-        guard,
-        proxy: field(&line, "proxy=").unwrap(),
-    };
+    let sidecar = start_sidecar_with(
+        &sidecar_bin,
+        &files,
+        &op,
+        "intruder",
+        &wrong,
+        &["--bootstrap".as_ref(), bootstrap.as_os_str()],
+    );
     let start = Instant::now();
     while !op.guard.output().contains("sidecar refused") {
         assert!(

@@ -109,7 +109,7 @@ impl FileSource {
     }
 
     fn read_files(&mut self) {
-        let files = match yaml_files(&self.routes) {
+        let files = match modelroute_crds::yaml_files(&self.routes) {
             Ok(files) => files,
             Err(e) => {
                 warn!(dir = %self.routes.display(), error = %e, "cannot list the routes directory");
@@ -146,23 +146,6 @@ impl FileSource {
         }
         entry.1
     }
-}
-
-/// `*.yaml` and `*.yml` files, hidden entries skipped (which also skips the `..data` links
-/// of a mounted ConfigMap).
-fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let is_yaml = name.ends_with(".yaml") || name.ends_with(".yml");
-        if is_yaml && !name.starts_with('.') && entry.path().is_file() {
-            files.push(entry.path());
-        }
-    }
-    files.sort();
-    Ok(files)
 }
 
 /// One line per ModelRoute whose verdict changed.

@@ -22,19 +22,7 @@ const SETTLE: Duration = Duration::from_millis(150);
 /// Reads every ModelRoute under `path`. Errors name the file.
 pub fn read(path: &Path) -> Result<Vec<ModelRoute>, String> {
     let files = if path.is_dir() {
-        let mut files = Vec::new();
-        let entries = std::fs::read_dir(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| format!("{}: {e}", path.display()))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            let is_yaml = name.ends_with(".yaml") || name.ends_with(".yml");
-            if is_yaml && !name.starts_with('.') && entry.path().is_file() {
-                files.push(entry.path());
-            }
-        }
-        files.sort();
-        files
+        modelroute_crds::yaml_files(path).map_err(|e| format!("{}: {e}", path.display()))?
     } else {
         vec![path.to_path_buf()]
     };
