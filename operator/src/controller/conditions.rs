@@ -11,7 +11,8 @@
 //!
 //! Each condition carries `observedGeneration`; `lastTransitionTime` is kept while its
 //! status stays the same, so recomputing an unchanged status yields an equal value and the
-//! controller writes nothing.
+//! controller writes nothing. Messages are never empty: Kubernetes 1.20's server-side apply
+//! turns an empty string into `null`, which the CRD schema then refuses.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -98,7 +99,12 @@ pub fn desired(
             problem.reason.as_str(),
             problem.message.clone(),
         ),
-        None => stamp.condition(INVALID, false, VALID, String::new()),
+        None => stamp.condition(
+            INVALID,
+            false,
+            VALID,
+            format!("generation {generation} passed every check"),
+        ),
     };
     let degraded = match (&sync.last_nack, sync.refusing) {
         (Some(reason), n) if n > 0 => stamp.condition(
@@ -106,11 +112,17 @@ pub fn desired(
             true,
             SIDECARS_REFUSED,
             format!(
-                "{n} sidecar{} refused generation {generation}: {reason}",
-                if n == 1 { "" } else { "s" }
+                "{n} sidecar{} refused generation {generation}: {}",
+                if n == 1 { "" } else { "s" },
+                non_empty(reason)
             ),
         ),
-        _ => stamp.condition(DEGRADED, false, NO_REFUSALS, String::new()),
+        _ => stamp.condition(
+            DEGRADED,
+            false,
+            NO_REFUSALS,
+            format!("no connected sidecar refuses generation {generation}"),
+        ),
     };
     ModelRouteStatus {
         observed_generation: Some(generation),
@@ -122,9 +134,9 @@ pub fn desired(
         }),
         last_nack: sync
             .last_nack
-            .as_ref()
+            .as_deref()
             .filter(|_| sync.refusing > 0)
-            .map(|r| cut(r.clone())),
+            .map(|r| cut(non_empty(r).to_string())),
     }
 }
 
@@ -174,13 +186,21 @@ fn cut(mut message: String) -> String {
     message
 }
 
+/// A sidecar's reason as written (an empty one would be stored as `null`).
+fn non_empty(reason: &str) -> &str {
+    if reason.trim().is_empty() {
+        "(no reason given)"
+    } else {
+        reason
+    }
+}
+
 fn saturate(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
     use crate::index::{Problem, Reason};
