@@ -133,13 +133,13 @@ pub async fn run_with(
         }
         let now = elector.leading();
         if now != was {
-            leader.send_replace(now);
-            metrics.set_leader(now);
             if now {
                 info!(identity = %elector.identity, "became leader");
             } else {
                 warn!(identity = %elector.identity, holder = elector.holder().unwrap_or("<none>"), "no longer leader");
             }
+            leader.send_replace(now);
+            metrics.set_leader(now);
         } else if !now && elector.holder() != holder_before.as_deref() {
             info!(holder = elector.holder().unwrap_or("<none>"), "following");
         }

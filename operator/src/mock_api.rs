@@ -2,8 +2,6 @@
 //! `tower_test::mock::pair()`, and the calls it receives, one at a time, for the test to
 //! check and answer (kube-rs controller-rs's `fixtures.rs` style).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -1,7 +1,5 @@
 //! Leader election against a mocked API server, in paused time.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
