@@ -36,11 +36,17 @@ impl ApiServer {
     /// The next request; fails the test when none comes within 10 s (of paused or real
     /// time).
     pub async fn next(&mut self) -> Call {
-        let (request, respond) =
-            tokio::time::timeout(Duration::from_secs(10), self.0.next_request())
-                .await
-                .expect("the client made no request within 10 s")
-                .expect("the client is gone");
+        self.try_next(Duration::from_secs(10))
+            .await
+            .expect("the client made no request within 10 s")
+    }
+
+    /// The next request, if one comes within `within`.
+    pub async fn try_next(&mut self, within: Duration) -> Option<Call> {
+        let (request, respond) = tokio::time::timeout(within, self.0.next_request())
+            .await
+            .ok()?
+            .expect("the client is gone");
         let (parts, body) = request.into_parts();
         let bytes = body.collect_bytes().await.expect("request body");
         let body = if bytes.is_empty() {
@@ -59,13 +65,13 @@ impl ApiServer {
                 (k.to_string(), v.to_string())
             })
             .collect();
-        Call {
+        Some(Call {
             method: parts.method,
             path: parts.uri.path().to_string(),
             query,
             body,
             respond,
-        }
+        })
     }
 }
 

@@ -32,6 +32,9 @@ pub use reconcile::{FIELD_MANAGER, ReconcileError, error_policy, reconcile};
 /// World and registry changes trigger a pass over every ModelRoute at most this often.
 pub const MIN_TRIGGER_INTERVAL: Duration = Duration::from_millis(250);
 
+/// How long a stopping controller may finish its running reconciles.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// What reconciles read.
 pub struct Context {
     pub client: Client,
@@ -97,23 +100,39 @@ pub async fn run(ctx: Context, mut leader: watch::Receiver<bool>, shutdown: Canc
         info!("leading: status controller started");
         let stop = shutdown.child_token();
         let mut running = pin!(control(ctx.clone(), stop.clone()));
-        tokio::select! {
-            () = &mut running => {}
-            // (`is_err` drops the borrow of the watch before the await below.)
+        // (`is_err` drops the borrow of the watch before anything else is awaited.)
+        let ended = tokio::select! {
+            () = &mut running => Ended::ByItself,
+            () = shutdown.cancelled() => Ended::Shutdown,
             gone = async { leader.wait_for(|l| !*l).await.is_err() } => {
-                // Let running reconciles finish; start no new ones.
-                stop.cancel();
-                running.await;
-                if gone {
-                    return;
-                }
+                if gone { Ended::Shutdown } else { Ended::LostLead }
+            }
+        };
+        if ended != Ended::ByItself {
+            // Running reconciles may finish; no new ones start. A controller still waiting
+            // for its first list (the API unreachable, say) would wait forever: after
+            // STOP_GRACE it is dropped, which cancels whatever it still runs.
+            stop.cancel();
+            if tokio::time::timeout(STOP_GRACE, &mut running)
+                .await
+                .is_err()
+            {
+                debug!("status controller did not stop within {STOP_GRACE:?}; dropped");
             }
         }
         info!("status controller stopped");
-        if shutdown.is_cancelled() {
+        if ended == Ended::Shutdown || shutdown.is_cancelled() {
             return;
         }
     }
+}
+
+/// Why a controller run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ended {
+    ByItself,
+    LostLead,
+    Shutdown,
 }
 
 /// One controller run, until `stop`.

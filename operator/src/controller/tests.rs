@@ -126,7 +126,7 @@ impl Fixture {
         scenario: Scenario,
     ) -> (Action, Option<ModelRouteStatus>) {
         let server = self.server.take().expect("one reconcile per fixture");
-        let verifier = run(server, scenario, route.clone());
+        let verifier = play(server, scenario, route.clone());
         let guard = Arc::new(DeserializeGuard(Ok(route.clone())));
         let action =
             tokio::time::timeout(Duration::from_secs(10), reconcile(guard, self.ctx.clone()))
@@ -139,7 +139,7 @@ impl Fixture {
 }
 
 /// Plays `scenario` on `server`.
-fn run(
+fn play(
     mut server: ApiServer,
     scenario: Scenario,
     object: ModelRoute,
@@ -464,4 +464,97 @@ async fn changes_are_coalesced_to_at_most_one_pass_per_interval() {
     // Nothing left pending.
     let quiet = tokio::time::timeout(Duration::from_secs(5), triggers.next()).await;
     assert!(quiet.is_err(), "no pass without a change");
+}
+
+/// Answers the controller's calls: lists with `route` (unless `lists` is false: then
+/// lists hang, like an unreachable API server), keeps watches open, applies status writes.
+/// Returns how many lists and status writes it answered, once `until` resolves.
+async fn serve_controller(
+    server: &mut ApiServer,
+    route: &ModelRoute,
+    lists: bool,
+    until: impl std::future::Future<Output = ()>,
+) -> (usize, usize) {
+    let mut parked = Vec::new();
+    let (mut listed, mut written) = (0, 0);
+    let mut until = std::pin::pin!(until);
+    loop {
+        let call = tokio::select! {
+            // First: once the controller has ended, the client is gone too.
+            biased;
+            () = &mut until => return (listed, written),
+            call = server.next() => call,
+        };
+        let watch = call.query.get("watch").map(String::as_str) == Some("true");
+        if watch || (call.method == Method::GET && !lists) {
+            parked.push(call);
+        } else if call.method == Method::GET {
+            call.expect(Method::GET, "/apis/modelroute.dev/v1alpha1/modelroutes");
+            let mut item = serde_json::to_value(route).unwrap();
+            item["metadata"]["resourceVersion"] = serde_json::json!("10");
+            call.ok(&serde_json::json!({
+                "apiVersion": "modelroute.dev/v1alpha1", "kind": "ModelRouteList",
+                "metadata": {"resourceVersion": "10"}, "items": [item],
+            }));
+            listed += 1;
+        } else {
+            call.expect(
+                Method::PATCH,
+                "/apis/modelroute.dev/v1alpha1/namespaces/team-a/modelroutes/chat/status",
+            );
+            let mut answer = serde_json::to_value(route).unwrap();
+            answer["status"] = call.body["status"].clone();
+            call.ok(&answer);
+            written += 1;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_controller_runs_only_while_leading() {
+    let mut fx = Fixture::new();
+    let mut server = fx.server.take().expect("server");
+    let r = route("team-a", "chat", 1, MOCK);
+    fx.index
+        .update([&r], &SecretMap::default(), BTreeMap::new());
+    let (leading, leader) = watch::channel(false);
+    let shutdown = CancellationToken::new();
+    let ctx = Arc::try_unwrap(fx.ctx).expect("the only reference");
+    let controller = tokio::spawn(run(ctx, leader, shutdown.clone()));
+    let mut controller = std::pin::pin!(controller);
+    let a_while = || tokio::time::sleep(Duration::from_secs(2));
+
+    // A follower does not even watch.
+    assert!(server.try_next(Duration::from_secs(2)).await.is_none());
+
+    // Leading: it lists, watches and writes the status.
+    leading.send_replace(true);
+    let served = serve_controller(&mut server, &r, true, a_while()).await;
+    assert_eq!(served, (1, 1));
+
+    // Not leading: it stops; no more calls.
+    leading.send_replace(false);
+    assert!(server.try_next(Duration::from_secs(2)).await.is_none());
+
+    // Leading again while lists hang, then not leading: the stuck controller is dropped
+    // after the grace...
+    leading.send_replace(true);
+    let served = serve_controller(&mut server, &r, false, a_while()).await;
+    assert_eq!(served, (0, 0));
+    leading.send_replace(false);
+    let served = serve_controller(&mut server, &r, false, tokio::time::sleep(STOP_GRACE)).await;
+    assert_eq!(served, (0, 0));
+
+    // ...so leading once more starts a fresh one.
+    leading.send_replace(true);
+    let served = serve_controller(&mut server, &r, true, a_while()).await;
+    assert_eq!(served, (1, 1));
+
+    // Shutdown ends it.
+    shutdown.cancel();
+    let until = async {
+        (&mut controller).await.expect("no panic");
+    };
+    serve_controller(&mut server, &r, true, until).await;
+    assert!(controller.is_finished());
 }
