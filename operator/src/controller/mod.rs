@@ -124,6 +124,14 @@ pub async fn run(ctx: Context, mut leader: watch::Receiver<bool>, shutdown: Canc
         if ended == Ended::Shutdown || shutdown.is_cancelled() {
             return;
         }
+        if ended == Ended::ByItself {
+            // Not expected (its watch retries forever); do not spin if it keeps ending.
+            warn!("status controller ended on its own; restarting");
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
     }
 }
 
@@ -137,6 +145,10 @@ enum Ended {
 
 /// One controller run, until `stop`.
 async fn control(ctx: Arc<Context>, stop: CancellationToken) {
+    // Backoff counts of an earlier term (and of objects deleted since) start over.
+    if let Ok(mut failures) = ctx.failures.lock() {
+        failures.clear();
+    }
     let api: Api<DeserializeGuard<ModelRoute>> = Api::all(ctx.client.clone());
     let triggers = changes(ctx.world.clone(), ctx.registry.subscribe());
     Controller::new(api, watcher::Config::default())
