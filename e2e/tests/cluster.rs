@@ -723,6 +723,23 @@ async fn default_service_account(client: &Client, ns: &str) -> Result<()> {
     }
 }
 
+/// Installs the CRD, starts an operator named `identity` (its Lease in `ns`), and creates
+/// ModelRoute `name` in `ns`: the quickstart changed by `mutate`.
+async fn operator_and_route(
+    client: &Client,
+    ns: &str,
+    identity: &str,
+    name: &str,
+    mutate: impl FnOnce(&mut Value),
+) -> Result<(Operator, Api<ModelRoute>)> {
+    install_crd(client).await?;
+    let operator = Operator::start(ns, identity, "modelroute-operator").await?;
+    let dynamic: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &modelroute_resource());
+    create_route(&dynamic, &route_object(ns, name, mutate)?).await?;
+    Ok((operator, Api::namespaced(client.clone(), ns)))
+}
+
 /// A ModelRoute from the quickstart, renamed and changed by `mutate`.
 fn route_object(ns: &str, name: &str, mutate: impl FnOnce(&mut Value)) -> Result<DynamicObject> {
     let mut value = serde_json::to_value(quickstart_object(ns)?)?;
@@ -739,12 +756,8 @@ fn route_object(ns: &str, name: &str, mutate: impl FnOnce(&mut Value)) -> Result
 #[tokio::test]
 async fn operator_marks_a_valid_modelroute_ready() -> Result<()> {
     in_namespace("op-ready", |client, ns| async move {
-        install_crd(&client).await?;
-        let operator = Operator::start(&ns, "op-ready", "modelroute-operator").await?;
-        let dynamic: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), &ns, &modelroute_resource());
-        create_route(&dynamic, &route_object(&ns, "chat", |_| {})?).await?;
-        let routes: Api<ModelRoute> = Api::namespaced(client.clone(), &ns);
+        let (operator, routes) =
+            operator_and_route(&client, &ns, "op-ready", "chat", |_| {}).await?;
 
         let ready = wait_for_route(&routes, "chat", "Ready", &[&operator], |r| {
             has(r, "Ready", "True")
@@ -812,15 +825,10 @@ async fn operator_marks_a_valid_modelroute_ready() -> Result<()> {
 #[tokio::test]
 async fn operator_reports_an_invalid_modelroute() -> Result<()> {
     in_namespace("op-invalid", |client, ns| async move {
-        install_crd(&client).await?;
-        let operator = Operator::start(&ns, "op-invalid", "modelroute-operator").await?;
-        let dynamic: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), &ns, &modelroute_resource());
-        let obj = route_object(&ns, "typo", |v| {
+        let (operator, routes) = operator_and_route(&client, &ns, "op-invalid", "typo", |v| {
             v["spec"]["routes"][0]["targets"][0]["provider"] = json!("opneai");
-        })?;
-        create_route(&dynamic, &obj).await?;
-        let routes: Api<ModelRoute> = Api::namespaced(client.clone(), &ns);
+        })
+        .await?;
         let route = wait_for_route(&routes, "typo", "Invalid", &[&operator], |r| {
             has(r, "Invalid", "True")
         })
@@ -851,11 +859,7 @@ async fn operator_reports_an_invalid_modelroute() -> Result<()> {
 #[tokio::test]
 async fn operator_waits_for_a_missing_secret() -> Result<()> {
     in_namespace("op-secret", |client, ns| async move {
-        install_crd(&client).await?;
-        let operator = Operator::start(&ns, "op-secret", "modelroute-operator").await?;
-        let dynamic: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), &ns, &modelroute_resource());
-        let obj = route_object(&ns, "keyed", |v| {
+        let (operator, routes) = operator_and_route(&client, &ns, "op-secret", "keyed", |v| {
             v["spec"]["providers"] = json!([{
                 "name": "openai", "kind": "openai",
                 "apiKey": {"secretRef": {"name": "llm-keys", "key": "openai"}},
@@ -863,9 +867,8 @@ async fn operator_waits_for_a_missing_secret() -> Result<()> {
             v["spec"]["routes"] = json!([
                 {"model": "chat", "targets": [{"provider": "openai", "model": "gpt-4o"}]},
             ]);
-        })?;
-        create_route(&dynamic, &obj).await?;
-        let routes: Api<ModelRoute> = Api::namespaced(client.clone(), &ns);
+        })
+        .await?;
         let route = wait_for_route(&routes, "keyed", "SecretNotFound", &[&operator], |r| {
             condition(r, "Ready").is_some_and(|c| c.reason == "SecretNotFound")
                 && has(r, "Ready", "False")

@@ -16,6 +16,8 @@ pub mod source;
 pub mod tls;
 
 #[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 mod mock_api;
 
 use std::net::SocketAddr;

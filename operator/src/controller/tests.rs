@@ -12,30 +12,9 @@ use modelroute_crds::ModelRouteStatus;
 use tokio::task::JoinHandle;
 
 use super::*;
+use crate::fixtures::{KEYED, MOCK, route};
 use crate::index::{Index, ObjectKey, SecretMap, SidecarPod};
 use crate::mock_api::{self, ApiServer};
-
-const KEYED: &str = "
-  providers:
-    - name: openai
-      kind: openai
-      apiKey:
-        secretRef: {name: llm-keys, key: openai}
-  routes:
-    - model: chat
-      targets: [{provider: openai, model: gpt-4o}]
-    - model: fast
-      targets: [{provider: openai, model: gpt-4o-mini}]
-";
-
-const MOCK: &str = "
-  providers:
-    - name: mock
-      kind: mock
-  routes:
-    - model: chat
-      targets: [{provider: mock, model: m}]
-";
 
 const UNKNOWN_PROVIDER: &str = "
   providers:
@@ -71,15 +50,6 @@ struct Fixture {
     index: Index,
     ctx: Arc<Context>,
     server: Option<ApiServer>,
-}
-
-fn route(ns: &str, name: &str, generation: i64, spec: &str) -> ModelRoute {
-    let text = format!(
-        "apiVersion: modelroute.dev/v1alpha1\nkind: ModelRoute\nmetadata:\n  name: {name}\n  namespace: {ns}\n  generation: {generation}\n  uid: uid-{name}\nspec:\n{spec}"
-    );
-    modelroute_crds::from_yaml_documents(&text)
-        .unwrap()
-        .remove(0)
 }
 
 fn keys(ns: &str, value: &str) -> SecretMap {

@@ -6,26 +6,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::*;
+use crate::fixtures;
 use crate::index::ObjectKey;
 
-const KEYED: &str = "
-  providers:
-    - name: openai
-      kind: openai
-      apiKey:
-        secretRef: {name: llm-keys, key: openai}
-  routes:
-    - model: chat
-      targets: [{provider: openai, model: gpt-4o}]
-";
-
 fn route(ns: &str, name: &str) -> ModelRoute {
-    let text = format!(
-        "apiVersion: modelroute.dev/v1alpha1\nkind: ModelRoute\nmetadata:\n  name: {name}\n  namespace: {ns}\n  generation: 1\nspec:\n{KEYED}"
-    );
-    modelroute_crds::from_yaml_documents(&text)
-        .unwrap()
-        .remove(0)
+    fixtures::route(ns, name, 1, fixtures::KEYED)
 }
 
 fn secret(ns: &str, name: &str, data: &[(&str, &str)]) -> Secret {
