@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -31,7 +31,9 @@ use kube::api::{
 };
 use kube::{Api, Client};
 use modelroute_crds::ModelRoute;
+use modelroute_e2e::binaries::{self, Profile};
 use modelroute_e2e::process::ChildGuard;
+use modelroute_e2e::sidecar::field;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -481,8 +483,8 @@ struct Operator {
     _tls: TempDir,
 }
 
-/// The operator executable: `MODELROUTE_OPERATOR_BIN`, or built once per test run with
-/// `cargo build -p modelroute-operator` (debug; honours `CARGO_TARGET_DIR`).
+/// The operator executable: `MODELROUTE_OPERATOR_BIN`, or built once per test run
+/// (`cargo build -p modelroute-operator`, debug; honours `CARGO_TARGET_DIR`).
 async fn operator_binary() -> Result<PathBuf> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     if let Some(path) = std::env::var_os("MODELROUTE_OPERATOR_BIN") {
@@ -490,65 +492,14 @@ async fn operator_binary() -> Result<PathBuf> {
     }
     tokio::task::spawn_blocking(|| {
         BUILT
-            .get_or_init(|| build_operator().map_err(|e| format!("{e:#}")))
+            .get_or_init(|| {
+                binaries::build(&binaries::workspace(), "modelroute-operator", Profile::Dev)
+                    .map_err(|e| format!("{e:#}"))
+            })
             .clone()
             .map_err(|e| anyhow!(e))
     })
     .await?
-}
-
-fn build_operator() -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("e2e has a parent directory")?;
-    let mut cmd = std::process::Command::new(cargo);
-    // Not the variables cargo set for this test process: build scripts that watch them
-    // (ring's watches CARGO_MANIFEST_DIR) would otherwise rebuild, here and again in the
-    // next `cargo test` from a shell.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("CARGO_PKG_")
-            || name.starts_with("CARGO_BIN_")
-            || [
-                "CARGO_MANIFEST_DIR",
-                "CARGO_MANIFEST_PATH",
-                "CARGO_CRATE_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_RUSTC_CURRENT_DIR",
-            ]
-            .contains(&name.as_ref())
-        {
-            cmd.env_remove(name.as_ref());
-        }
-    }
-    let output = cmd
-        .current_dir(workspace)
-        .args([
-            "build",
-            "-p",
-            "modelroute-operator",
-            "--bin",
-            "modelroute-operator",
-            "--message-format=json-render-diagnostics",
-        ])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("running cargo build -p modelroute-operator")?;
-    ensure!(
-        output.status.success(),
-        "building modelroute-operator failed ({})",
-        output.status
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|msg| {
-            msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "modelroute-operator"
-        })
-        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-        .context("cargo built modelroute-operator but named no executable")
 }
 
 // === impl Operator ===
@@ -567,7 +518,6 @@ impl Operator {
             .env("POD_NAMESPACE", ns)
             .env("POD_NAME", identity)
             .env("MODELROUTE_LEASE_NAME", lease)
-            .env("MODELROUTE_LOG_FORMAT", "json")
             .env("MODELROUTE_LOG", "info,modelroute_operator=debug")
             .env_remove("RUST_LOG");
         let name = format!("operator {identity}");
@@ -575,13 +525,7 @@ impl Operator {
             ChildGuard::spawn(&name, cmd, OPERATOR_READY, Duration::from_secs(30))
         })
         .await??;
-        let fields = serde_json::from_str::<Value>(&line)
-            .with_context(|| format!("the ready line is not JSON: {line}"))?["fields"]
-            .clone();
-        let admin = fields["admin"]
-            .as_str()
-            .with_context(|| format!("no admin= in {line}"))?
-            .parse()?;
+        let admin = field(&line, "admin=").with_context(|| format!("no admin= in {line}"))?;
         Ok(Self {
             guard,
             identity: identity.to_owned(),
