@@ -31,6 +31,26 @@ pub fn workspace() -> PathBuf {
 pub fn build(workspace: &Path, package: &str, profile: Profile) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
+    // Not the variables cargo sets for a test or `cargo run` process: build scripts that
+    // watch them (ring's watches CARGO_MANIFEST_DIR) would rebuild their crate, here and
+    // again in the next `cargo test` from a shell.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&name.as_ref())
+        {
+            cmd.env_remove(name.as_ref());
+        }
+    }
     cmd.current_dir(workspace)
         .args(["build", "--message-format=json-render-diagnostics"]);
     match profile {

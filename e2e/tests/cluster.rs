@@ -11,6 +11,9 @@
 
 use std::future::Future;
 use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -18,15 +21,23 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use k8s_openapi::api::authentication::v1::{
     TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
 };
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
     PostParams,
 };
 use kube::{Api, Client};
 use modelroute_crds::ModelRoute;
+use modelroute_e2e::binaries::{self, Profile};
+use modelroute_e2e::process::ChildGuard;
+use modelroute_e2e::sidecar::field;
 use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const CRD_YAML: &str = include_str!("../../crds/modelroute.dev_modelroutes.yaml");
 const QUICKSTART_YAML: &str = include_str!("../../examples/quickstart.yaml");
@@ -124,6 +135,14 @@ async fn clean_namespace(client: &Client, ns: &str) -> Result<()> {
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
     if let Err(e) = sas.delete_collection(&dp, &lp).await {
         problems.push(format!("serviceaccounts: {e}"));
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    if let Err(e) = secrets.delete_collection(&dp, &lp).await {
+        problems.push(format!("secrets: {e}"));
+    }
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    if let Err(e) = leases.delete_collection(&dp, &lp).await {
+        problems.push(format!("leases: {e}"));
     }
     let namespaces: Api<Namespace> = Api::all(client.clone());
     if let Err(e) = namespaces.delete(ns, &dp).await {
@@ -442,6 +461,506 @@ async fn pods_are_admitted_with_a_projected_token() -> Result<()> {
         ensure!(
             projected_token,
             "the stored Pod has no projected service-account token volume"
+        );
+        Ok(())
+    })
+    .await
+}
+
+// ------------------------------------------------------------------ operator harness
+
+/// What the operator logs once both listeners are bound.
+const OPERATOR_READY: &str = "modelroute operator listening";
+/// How long the operator gets to report a status or take a Lease.
+const OPERATOR_PATIENCE: Duration = Duration::from_secs(60);
+
+/// A `modelroute-operator` process in Kubernetes mode against `KUBECONFIG`; dropping it
+/// stops it (SIGTERM, so it releases its Lease).
+struct Operator {
+    guard: ChildGuard,
+    identity: String,
+    admin: SocketAddr,
+    _tls: TempDir,
+}
+
+/// The operator executable: `MODELROUTE_OPERATOR_BIN`, or built once per test run
+/// (`cargo build -p modelroute-operator`, debug; honours `CARGO_TARGET_DIR`).
+async fn operator_binary() -> Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    if let Some(path) = std::env::var_os("MODELROUTE_OPERATOR_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    tokio::task::spawn_blocking(|| {
+        BUILT
+            .get_or_init(|| {
+                binaries::build(&binaries::workspace(), "modelroute-operator", Profile::Dev)
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .clone()
+            .map_err(|e| anyhow!(e))
+    })
+    .await?
+}
+
+// === impl Operator ===
+
+impl Operator {
+    /// Starts an operator named `identity` whose leader Lease is `lease` in `ns`.
+    async fn start(ns: &str, identity: &str, lease: &str) -> Result<Self> {
+        let binary = operator_binary().await?;
+        let tls = tempfile::tempdir()?;
+        let mut cmd = std::process::Command::new(&binary);
+        cmd.arg("--tls-generate")
+            .arg(tls.path())
+            .args(["--grpc-listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0"])
+            .args(["--drain-timeout", "3s"])
+            .env("POD_NAMESPACE", ns)
+            .env("POD_NAME", identity)
+            .env("MODELROUTE_LEASE_NAME", lease)
+            .env("MODELROUTE_LOG", "info,modelroute_operator=debug")
+            .env_remove("RUST_LOG");
+        let name = format!("operator {identity}");
+        let (guard, line) = tokio::task::spawn_blocking(move || {
+            ChildGuard::spawn(&name, cmd, OPERATOR_READY, Duration::from_secs(30))
+        })
+        .await??;
+        let admin = field(&line, "admin=").with_context(|| format!("no admin= in {line}"))?;
+        Ok(Self {
+            guard,
+            identity: identity.to_owned(),
+            admin,
+            _tls: tls,
+        })
+    }
+
+    /// `GET` of an admin path, over plain HTTP/1.0.
+    async fn admin_get(&self, path: &str) -> Result<String> {
+        let mut stream = TcpStream::connect(self.admin).await?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: operator\r\n\r\n").as_bytes())
+            .await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        Ok(response)
+    }
+
+    /// What `modelroute_operator_leader` says.
+    async fn says_leader(&self) -> Result<bool> {
+        let metrics = self.admin_get("/metrics").await?;
+        Ok(metrics
+            .lines()
+            .any(|l| l.trim() == "modelroute_operator_leader 1"))
+    }
+
+    /// Ends the process with SIGKILL: no release, no goodbye.
+    fn crash(&self) -> Result<()> {
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &self.guard.pid().to_string()])
+            .status()?;
+        ensure!(status.success(), "kill -KILL {} failed", self.guard.pid());
+        Ok(())
+    }
+
+    fn output(&self) -> String {
+        self.guard.output()
+    }
+}
+
+/// Polls `name` until `done` holds (or fails after [`OPERATOR_PATIENCE`], showing the last
+/// status and the operators' output).
+async fn wait_for_route(
+    routes: &Api<ModelRoute>,
+    name: &str,
+    what: &str,
+    operators: &[&Operator],
+    done: impl Fn(&ModelRoute) -> bool,
+) -> Result<ModelRoute> {
+    let deadline = tokio::time::Instant::now() + OPERATOR_PATIENCE;
+    loop {
+        let route = routes.get(name).await?;
+        if done(&route) {
+            return Ok(route);
+        }
+        if tokio::time::Instant::now() > deadline {
+            let logs: Vec<String> = operators
+                .iter()
+                .map(|o| format!("--- {}:\n{}", o.identity, o.output()))
+                .collect();
+            bail!(
+                "ModelRoute {name}: not {what} after {OPERATOR_PATIENCE:?}; status: {}\n{}",
+                serde_json::to_string_pretty(&route.status)?,
+                logs.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn condition<'a>(route: &'a ModelRoute, type_: &str) -> Option<&'a Condition> {
+    route
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// `type_` has `status`, for the object's current generation.
+fn has(route: &ModelRoute, type_: &str, status: &str) -> bool {
+    condition(route, type_)
+        .is_some_and(|c| c.status == status && c.observed_generation == route.metadata.generation)
+}
+
+/// The holder of Lease `name` in `ns`, if any.
+async fn lease_holder(client: &Client, ns: &str, name: &str) -> Result<Option<String>> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    Ok(leases
+        .get_opt(name)
+        .await?
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+        .filter(|h| !h.is_empty()))
+}
+
+/// Polls Lease `name` until one of `candidates` holds it; returns that holder.
+async fn wait_for_holder(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    candidates: &[&Operator],
+    patience: Duration,
+) -> Result<String> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let holder = lease_holder(client, ns, name).await?;
+        if let Some(h) = holder.as_ref()
+            && candidates.iter().any(|o| &o.identity == h)
+        {
+            return Ok(h.clone());
+        }
+        if tokio::time::Instant::now() > deadline {
+            let logs: Vec<String> = candidates
+                .iter()
+                .map(|o| format!("--- {}:\n{}", o.identity, o.output()))
+                .collect();
+            bail!(
+                "Lease {ns}/{name}: held by {holder:?}, not by one of the candidates, after \
+                 {patience:?}\n{}",
+                logs.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Creates the `default` ServiceAccount (no controller-manager makes it here).
+async fn default_service_account(client: &Client, ns: &str) -> Result<()> {
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let sa: ServiceAccount = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}
+    }))?;
+    match sas.create(&PostParams::default(), &sa).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Installs the CRD, starts an operator named `identity` (its Lease in `ns`), and creates
+/// ModelRoute `name` in `ns`: the quickstart changed by `mutate`.
+async fn operator_and_route(
+    client: &Client,
+    ns: &str,
+    identity: &str,
+    name: &str,
+    mutate: impl FnOnce(&mut Value),
+) -> Result<(Operator, Api<ModelRoute>)> {
+    install_crd(client).await?;
+    let operator = Operator::start(ns, identity, "modelroute-operator").await?;
+    let dynamic: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &modelroute_resource());
+    create_route(&dynamic, &route_object(ns, name, mutate)?).await?;
+    Ok((operator, Api::namespaced(client.clone(), ns)))
+}
+
+/// A ModelRoute from the quickstart, renamed and changed by `mutate`.
+fn route_object(ns: &str, name: &str, mutate: impl FnOnce(&mut Value)) -> Result<DynamicObject> {
+    let mut value = serde_json::to_value(quickstart_object(ns)?)?;
+    value["metadata"]["name"] = json!(name);
+    mutate(&mut value);
+    Ok(serde_json::from_value(value)?)
+}
+
+// ------------------------------------------------------------------ operator tests
+
+/// The operator writes `Ready=True` with `observedGeneration` and the route count for a
+/// valid ModelRoute, follows a spec change to the next generation, and counts the sidecar
+/// pods (labelled `modelroute.dev/injected=true`) it selects.
+#[tokio::test]
+async fn operator_marks_a_valid_modelroute_ready() -> Result<()> {
+    in_namespace("op-ready", |client, ns| async move {
+        let (operator, routes) =
+            operator_and_route(&client, &ns, "op-ready", "chat", |_| {}).await?;
+
+        let ready = wait_for_route(&routes, "chat", "Ready", &[&operator], |r| {
+            has(r, "Ready", "True")
+        })
+        .await?;
+        let status = ready.status.clone().context("status")?;
+        ensure!(status.observed_generation == ready.metadata.generation);
+        ensure!(status.routes == Some(1), "routes: {:?}", status.routes);
+        ensure!(has(&ready, "Invalid", "False") && has(&ready, "Degraded", "False"));
+        let sidecars = status.sidecars.context("sidecars")?;
+        ensure!(
+            sidecars.selected == 0 && sidecars.in_sync == 0,
+            "{sidecars:?}"
+        );
+        let reason = condition(&ready, "Ready").map(|c| c.reason.clone());
+        ensure!(reason.as_deref() == Some("Published"), "reason {reason:?}");
+
+        // A second route: generation 2, two routes.
+        let patch = json!({"spec": {"routes": [
+            {"model": "gpt-4o-mini", "targets": [{"provider": "mock", "model": "mock-small"}]},
+            {"model": "embed", "targets": [{"provider": "mock", "model": "mock-embed"}]},
+        ]}});
+        routes
+            .patch("chat", &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        let next = wait_for_route(&routes, "chat", "at generation 2", &[&operator], |r| {
+            r.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
+                && has(r, "Ready", "True")
+        })
+        .await?;
+        ensure!(next.status.as_ref().and_then(|s| s.routes) == Some(2));
+
+        // Two pods with a sidecar and one without: the route (no podSelector) selects the
+        // two.
+        default_service_account(&client, &ns).await?;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        for (name, injected) in [("app-1", true), ("app-2", true), ("plain", false)] {
+            let labels = if injected {
+                json!({"modelroute.dev/injected": "true"})
+            } else {
+                json!({})
+            };
+            let pod: Pod = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "labels": labels},
+                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}
+            }))?;
+            pods.create(&PostParams::default(), &pod).await?;
+        }
+        wait_for_route(&routes, "chat", "selecting 2 sidecars", &[&operator], |r| {
+            r.status
+                .as_ref()
+                .and_then(|s| s.sidecars.as_ref())
+                .is_some_and(|s| s.selected == 2)
+        })
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// A ModelRoute the schema accepts but the operator cannot use (a target names a provider
+/// the route does not define) gets `Invalid=True`, reason `InvalidSpec`, and a message that
+/// names the field.
+#[tokio::test]
+async fn operator_reports_an_invalid_modelroute() -> Result<()> {
+    in_namespace("op-invalid", |client, ns| async move {
+        let (operator, routes) = operator_and_route(&client, &ns, "op-invalid", "typo", |v| {
+            v["spec"]["routes"][0]["targets"][0]["provider"] = json!("opneai");
+        })
+        .await?;
+        let route = wait_for_route(&routes, "typo", "Invalid", &[&operator], |r| {
+            has(r, "Invalid", "True")
+        })
+        .await?;
+        let invalid = condition(&route, "Invalid").context("Invalid")?;
+        ensure!(invalid.reason == "InvalidSpec", "reason {}", invalid.reason);
+        ensure!(
+            invalid
+                .message
+                .contains("spec.routes[0].targets[0].provider")
+                && invalid.message.contains("opneai"),
+            "message: {}",
+            invalid.message
+        );
+        let ready = condition(&route, "Ready").context("Ready")?;
+        ensure!(
+            ready.status == "False" && ready.reason == "InvalidSpec",
+            "{ready:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// A ModelRoute naming a Secret that does not exist is `SecretNotFound`; a Secret of another
+/// type with that name does not count (provider keys must be Opaque); once the Opaque Secret
+/// exists the route is `Ready`.
+#[tokio::test]
+async fn operator_waits_for_a_missing_secret() -> Result<()> {
+    in_namespace("op-secret", |client, ns| async move {
+        let (operator, routes) = operator_and_route(&client, &ns, "op-secret", "keyed", |v| {
+            v["spec"]["providers"] = json!([{
+                "name": "openai", "kind": "openai",
+                "apiKey": {"secretRef": {"name": "llm-keys", "key": "openai"}},
+            }]);
+            v["spec"]["routes"] = json!([
+                {"model": "chat", "targets": [{"provider": "openai", "model": "gpt-4o"}]},
+            ]);
+        })
+        .await?;
+        let route = wait_for_route(&routes, "keyed", "SecretNotFound", &[&operator], |r| {
+            condition(r, "Ready").is_some_and(|c| c.reason == "SecretNotFound")
+                && has(r, "Ready", "False")
+        })
+        .await?;
+        let message = &condition(&route, "Invalid").context("Invalid")?.message;
+        ensure!(
+            message.contains("spec.providers[0].apiKey.secretRef") && message.contains("llm-keys"),
+            "message: {message}"
+        );
+
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        let secret = |type_: &str| -> Result<Secret> {
+            Ok(serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "llm-keys"},
+                "type": type_,
+                "stringData": {"openai": "sk-cluster-test-not-a-real-key"},
+            }))?)
+        };
+        // Same name, wrong type: never read. (A bounded negative check: the operator sees
+        // Secrets within milliseconds; 3 s without a change is a clear answer.)
+        secrets
+            .create(&PostParams::default(), &secret("example.com/not-opaque")?)
+            .await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let still = routes.get("keyed").await?;
+        ensure!(
+            condition(&still, "Ready").is_some_and(|c| c.reason == "SecretNotFound"),
+            "a non-Opaque Secret was used: {:?}",
+            still.status
+        );
+        secrets.delete("llm-keys", &DeleteParams::default()).await?;
+
+        secrets
+            .create(&PostParams::default(), &secret("Opaque")?)
+            .await?;
+        let ready = wait_for_route(&routes, "keyed", "Ready", &[&operator], |r| {
+            has(r, "Ready", "True")
+        })
+        .await?;
+        let text = serde_json::to_string(&ready.status)?;
+        ensure!(
+            !text.contains("sk-cluster-test"),
+            "the key leaked into status: {text}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// The operator takes its leader Lease (in `POD_NAMESPACE`) under its `POD_NAME`, says so on
+/// `/metrics`, and empties the Lease when it stops.
+#[tokio::test]
+async fn operator_holds_its_lease() -> Result<()> {
+    in_namespace("op-lease", |client, ns| async move {
+        install_crd(&client).await?;
+        let operator = Operator::start(&ns, "op-lease-a", "modelroute-operator").await?;
+        let holder = wait_for_holder(
+            &client,
+            &ns,
+            "modelroute-operator",
+            &[&operator],
+            OPERATOR_PATIENCE,
+        )
+        .await?;
+        ensure!(holder == "op-lease-a");
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+        let spec = leases
+            .get("modelroute-operator")
+            .await?
+            .spec
+            .context("Lease has no spec")?;
+        ensure!(
+            spec.lease_duration_seconds == Some(15),
+            "{:?}",
+            spec.lease_duration_seconds
+        );
+        ensure!(spec.renew_time.is_some() && spec.acquire_time.is_some());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !operator.says_leader().await? {
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "/metrics does not say leader"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let ready = operator.admin_get("/readyz").await?;
+        ensure!(
+            ready.starts_with("HTTP/1.1 200") || ready.starts_with("HTTP/1.0 200"),
+            "/readyz: {ready}"
+        );
+
+        drop(operator);
+        let holder = lease_holder(&client, &ns, "modelroute-operator").await?;
+        ensure!(
+            holder.is_none(),
+            "still held by {holder:?} after a clean stop"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Two operators on one Lease: exactly one leads. Stopped cleanly, the leader hands over
+/// within seconds (it empties the Lease); crashed, the other takes over once the Lease
+/// duration (15 s) has passed without a renewal.
+#[tokio::test]
+async fn a_second_operator_takes_over_from_the_leader() -> Result<()> {
+    in_namespace("op-failover", |client, ns| async move {
+        install_crd(&client).await?;
+        let lease = "modelroute-operator";
+        let a = Operator::start(&ns, "op-a", lease).await?;
+        let b = Operator::start(&ns, "op-b", lease).await?;
+        let first = wait_for_holder(&client, &ns, lease, &[&a, &b], OPERATOR_PATIENCE).await?;
+        let (leader, follower) = if first == a.identity { (a, b) } else { (b, a) };
+        // Give the follower a few reads of the Lease: it must stay a follower.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        ensure!(
+            leader.says_leader().await?,
+            "{} does not say leader",
+            leader.identity
+        );
+        ensure!(
+            !follower.says_leader().await?,
+            "two leaders: {} and {}",
+            leader.identity,
+            follower.identity
+        );
+
+        // Clean stop: the follower takes over within a few retry intervals.
+        let stopped = tokio::time::Instant::now();
+        drop(leader);
+        let second =
+            wait_for_holder(&client, &ns, lease, &[&follower], Duration::from_secs(15)).await?;
+        ensure!(second == follower.identity);
+        eprintln!("clean handover to {second} after {:?}", stopped.elapsed());
+        let c = Operator::start(&ns, "op-c", lease).await?;
+
+        // Crash: no release; the Lease must expire first.
+        let crashed = tokio::time::Instant::now();
+        follower.crash()?;
+        let third = wait_for_holder(&client, &ns, lease, &[&c], Duration::from_secs(45)).await?;
+        let waited = crashed.elapsed();
+        eprintln!("takeover by {third} {waited:?} after the leader crashed");
+        ensure!(
+            waited >= Duration::from_secs(10),
+            "took over after {waited:?}, before the crashed leader's Lease could expire"
         );
         Ok(())
     })

@@ -15,6 +15,11 @@ pub mod metrics;
 pub mod source;
 pub mod tls;
 
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod mock_api;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -171,12 +176,12 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
                 shutdown.clone(),
             ));
             tasks.spawn(controller::run(
-                client.clone(),
-                controller::Context {
-                    world: world.clone(),
-                    registry: registry.clone(),
-                    metrics: metrics.clone(),
-                },
+                controller::Context::new(
+                    client.clone(),
+                    world.clone(),
+                    registry.clone(),
+                    metrics.clone(),
+                ),
                 leader.clone(),
                 shutdown.clone(),
             ));
