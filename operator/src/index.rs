@@ -84,9 +84,19 @@ pub struct Problem {
     pub message: String,
 }
 
+/// A ModelRoute the source has but cannot decode (e.g. written for a newer CRD).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreadable {
+    pub key: ObjectKey,
+    pub generation: i64,
+    pub message: String,
+}
+
 /// A machine-readable reason (a condition's `reason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
+    /// The object does not decode as this operator's ModelRoute.
+    Unreadable,
     InvalidSpec,
     InvalidSelector,
     SecretNotFound,
@@ -197,6 +207,7 @@ impl Published {
 impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Unreadable => "Unreadable",
             Self::InvalidSpec => "InvalidSpec",
             Self::InvalidSelector => "InvalidSelector",
             Self::SecretNotFound => "SecretNotFound",
@@ -236,6 +247,18 @@ impl Index {
         secrets: &dyn SecretStore,
         pods: BTreeMap<ObjectKey, SidecarPod>,
     ) -> u64 {
+        self.update_with_unreadable(routes, &[], secrets, pods)
+    }
+
+    /// [`Index::update`], plus ModelRoutes that exist but do not decode: each keeps its last
+    /// good version serving (a CRD upgraded before the operator must not empty sidecars).
+    pub fn update_with_unreadable<'a>(
+        &self,
+        routes: impl IntoIterator<Item = &'a ModelRoute>,
+        unreadable: &[Unreadable],
+        secrets: &dyn SecretStore,
+        pods: BTreeMap<ObjectKey, SidecarPod>,
+    ) -> u64 {
         let old = self.current();
         let mut next = BTreeMap::new();
         let mut verdicts = BTreeMap::new();
@@ -259,6 +282,26 @@ impl Index {
                     problem,
                     serving,
                     routes: count,
+                },
+            );
+        }
+        for u in unreadable {
+            let kept = old.routes.get(&u.key).cloned();
+            let serving = kept.as_ref().map(|p| p.generation);
+            if let Some(p) = kept {
+                next.insert(u.key.clone(), p);
+            }
+            let routes = old.verdicts.get(&u.key).map_or(0, |v| v.routes);
+            verdicts.insert(
+                u.key.clone(),
+                Verdict {
+                    generation: u.generation,
+                    problem: Some(Problem {
+                        reason: Reason::Unreadable,
+                        message: u.message.clone(),
+                    }),
+                    serving,
+                    routes,
                 },
             );
         }

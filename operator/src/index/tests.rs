@@ -260,3 +260,34 @@ fn bad_selector_is_refused() {
         .expect("refused");
     assert_eq!(problem.reason, Reason::InvalidSelector);
 }
+
+#[test]
+fn an_unreadable_route_keeps_its_last_good_version_serving() {
+    let (index, rx) = Index::new();
+    let key = ObjectKey::new("default", "r");
+    index.update(
+        &[route("default", "r", 1, MOCK)],
+        &SecretMap::default(),
+        BTreeMap::new(),
+    );
+    let unreadable = Unreadable {
+        key: key.clone(),
+        generation: 2,
+        message: "this operator cannot read it: unknown field `shinyNewThing`".into(),
+    };
+    index.update_with_unreadable(
+        std::iter::empty(),
+        std::slice::from_ref(&unreadable),
+        &SecretMap::default(),
+        BTreeMap::new(),
+    );
+    let world = rx.borrow().clone();
+    let verdict = &world.verdicts[&key];
+    assert_eq!(verdict.generation, 2);
+    assert_eq!(verdict.serving, Some(1));
+    assert_eq!(
+        verdict.problem.as_ref().map(|p| p.reason),
+        Some(Reason::Unreadable)
+    );
+    assert_eq!(world.routes[&key].generation, 1);
+}

@@ -30,7 +30,7 @@ use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::index::{Index, ObjectKey, SecretMissing, SecretStore, SidecarPod};
+use crate::index::{Index, ObjectKey, SecretMissing, SecretStore, SidecarPod, Unreadable};
 
 /// The label the injection webhook puts on every pod it gives a sidecar.
 pub const INJECTED_LABEL: &str = "modelroute.dev/injected";
@@ -171,8 +171,21 @@ impl Stores {
     fn publish(&self, index: &Index) -> u64 {
         let routes = self.routes.state();
         let valid = routes.iter().filter_map(|r| r.0.as_ref().ok());
-        index.update(
+        let unreadable: Vec<Unreadable> = routes
+            .iter()
+            .filter_map(|r| r.0.as_ref().err())
+            .map(|invalid| Unreadable {
+                key: ObjectKey::new(
+                    invalid.metadata.namespace.as_deref().unwrap_or_default(),
+                    invalid.metadata.name.as_deref().unwrap_or_default(),
+                ),
+                generation: invalid.metadata.generation.unwrap_or(0),
+                message: format!("this operator cannot read it: {}", invalid.error),
+            })
+            .collect();
+        index.update_with_unreadable(
             valid,
+            &unreadable,
             &ReflectedSecrets(&self.secrets),
             sidecar_pods(&self.pods.state()),
         )
@@ -270,7 +283,7 @@ fn note(seen: Seen, listed: &mut Flags, failing: &mut Flags) -> bool {
     }
 }
 
-/// Logs a ModelRoute the operator cannot read (it is left out of the world).
+/// Logs a ModelRoute the operator cannot read (its last good version keeps serving).
 fn warn_unreadable(event: &Result<watcher::Event<DeserializeGuard<ModelRoute>>, watcher::Error>) {
     if let Ok(watcher::Event::Apply(guard) | watcher::Event::InitApply(guard)) = event
         && let Err(invalid) = &guard.0
@@ -279,7 +292,7 @@ fn warn_unreadable(event: &Result<watcher::Event<DeserializeGuard<ModelRoute>>, 
             namespace = invalid.metadata.namespace.as_deref().unwrap_or_default(),
             name = invalid.metadata.name.as_deref().unwrap_or_default(),
             error = %invalid.error,
-            "ModelRoute cannot be read by this operator; ignored"
+            "ModelRoute cannot be read by this operator; its last good version keeps serving"
         );
     }
 }
