@@ -480,7 +480,9 @@ struct Operator {
     guard: ChildGuard,
     identity: String,
     admin: SocketAddr,
-    _tls: TempDir,
+    grpc: SocketAddr,
+    /// Holds the generated `ca.crt` sidecars trust.
+    tls: TempDir,
 }
 
 /// The operator executable: `MODELROUTE_OPERATOR_BIN`, or built once per test run
@@ -526,11 +528,13 @@ impl Operator {
         })
         .await??;
         let admin = field(&line, "admin=").with_context(|| format!("no admin= in {line}"))?;
+        let grpc = field(&line, "grpc=").with_context(|| format!("no grpc= in {line}"))?;
         Ok(Self {
             guard,
             identity: identity.to_owned(),
             admin,
-            _tls: tls,
+            grpc,
+            tls,
         })
     }
 
@@ -962,6 +966,269 @@ async fn a_second_operator_takes_over_from_the_leader() -> Result<()> {
             waited >= Duration::from_secs(10),
             "took over after {waited:?}, before the crashed leader's Lease could expire"
         );
+        Ok(())
+    })
+    .await
+}
+
+// ------------------------------------------------------------------ sidecars against the operator
+
+/// An upstream that answers every chat completion with the bearer token it was sent, so a
+/// test can see which key a sidecar holds.
+async fn key_echo_upstream() -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Headers and the (small) body arrive together or shortly after.
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_lowercase();
+                let key = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("authorization: bearer "))
+                    .unwrap_or("no-key")
+                    .trim()
+                    .to_string();
+                let body = json!({
+                    "id": "chatcmpl-echo", "object": "chat.completion", "created": 0,
+                    "model": "echo",
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": key}}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                })
+                .to_string();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// A pod labelled as injected, and a token for it (audience `modelroute`, bound to the pod)
+/// from the TokenRequest API — what the kubelet would project into the sidecar.
+async fn sidecar_pod_with_token(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    app: &str,
+) -> Result<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": app, "modelroute.dev/injected": "true"}},
+        "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}
+    }))?;
+    let pod = pods.create(&PostParams::default(), &pod).await?;
+    let uid = pod.metadata.uid.context("created pod has no uid")?;
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let request: TokenRequest = serde_json::from_value(json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {
+            "audiences": ["modelroute"],
+            "expirationSeconds": 600,
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid},
+        }
+    }))?;
+    let issued = sas
+        .create_token_request("default", &PostParams::default(), &request)
+        .await
+        .context("TokenRequest bound to the pod")?;
+    issued
+        .status
+        .and_then(|s| s.token)
+        .filter(|t| !t.is_empty())
+        .context("TokenRequest returned no token")
+}
+
+/// A sidecar process of pod `ns/pod` taking its config from `operator` with `token`.
+struct SidecarProcess {
+    guard: ChildGuard,
+    proxy: SocketAddr,
+    _dir: TempDir,
+}
+
+async fn start_sidecar(
+    operator: &Operator,
+    ns: &str,
+    pod: &str,
+    token: &str,
+) -> Result<SidecarProcess> {
+    let binary = tokio::task::spawn_blocking(|| {
+        binaries::build(&binaries::workspace(), "modelroute-sidecar", Profile::Dev)
+    })
+    .await??;
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, token)?;
+    let mut cmd = std::process::Command::new(binary);
+    cmd.arg("--operator")
+        .arg(format!("https://localhost:{}", operator.grpc.port()))
+        .arg("--operator-ca")
+        .arg(operator.tls.path().join("ca.crt"))
+        .arg("--token-file")
+        .arg(&token_file)
+        .args(["--pod-namespace", ns, "--pod-name", pod])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--drain-timeout", "1s"])
+        .env_remove("RUST_LOG");
+    let name = format!("sidecar {pod}");
+    let (guard, line) = tokio::task::spawn_blocking(move || {
+        ChildGuard::spawn(
+            &name,
+            cmd,
+            "modelroute sidecar listening",
+            Duration::from_secs(30),
+        )
+    })
+    .await??;
+    let proxy = field(&line, "proxy=").with_context(|| format!("no proxy= in {line}"))?;
+    Ok(SidecarProcess {
+        guard,
+        proxy,
+        _dir: dir,
+    })
+}
+
+/// What the sidecar answers for `model`: the echoed key, or the HTTP status.
+async fn answer(sidecar: &SidecarProcess, model: &str) -> Result<std::result::Result<String, u16>> {
+    let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let mut stream = TcpStream::connect(sidecar.proxy).await?;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status: u16 = response.split_whitespace().nth(1).unwrap_or("0").parse()?;
+    if status != 200 {
+        return Ok(Err(status));
+    }
+    let (_, body) = response.split_once("\r\n\r\n").context("no body")?;
+    let v: Value = serde_json::from_str(body)?;
+    Ok(Ok(v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()))
+}
+
+/// Polls until `sidecar` answers `model` with `expected`.
+async fn until_answer(
+    sidecar: &SidecarProcess,
+    model: &str,
+    expected: std::result::Result<&str, u16>,
+    operator: &Operator,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + OPERATOR_PATIENCE;
+    loop {
+        let got = answer(sidecar, model).await?;
+        if got.as_deref().map_err(|s| *s) == expected {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "{model}: got {got:?}, want {expected:?}\n--- sidecar:\n{}\n--- operator:\n{}",
+                sidecar.guard.output(),
+                operator.output()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The whole push path on a real API server: sidecars prove their pod with projected-style
+/// tokens (TokenReview), each receives only the routes that select its pod and only those
+/// routes' keys, a rotated Secret is pushed, the status counts the sidecars in sync, and a
+/// token used to claim another pod is refused.
+#[tokio::test]
+async fn sidecars_get_only_their_routes_and_keys_and_rotations() -> Result<()> {
+    in_namespace("op-push", |client, ns| async move {
+        default_service_account(&client, &ns).await?;
+        let upstream = key_echo_upstream().await?;
+        let routed = |app: &str| {
+            let app = app.to_string();
+            move |v: &mut Value| {
+                v["spec"]["podSelector"] = json!({"matchLabels": {"app": app}});
+                v["spec"]["providers"] = json!([{
+                    "name": "echo", "kind": "openai", "baseUrl": format!("http://{upstream}/v1"),
+                    "apiKey": {"secretRef": {"name": "llm-keys", "key": app}},
+                }]);
+                v["spec"]["routes"] = json!([
+                    {"model": format!("chat-{app}"), "targets": [{"provider": "echo", "model": "m"}]},
+                ]);
+            }
+        };
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        let secret = |a: &str, b: &str| -> Result<Secret> {
+            Ok(serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "llm-keys"},
+                "type": "Opaque", "stringData": {"a": a, "b": b},
+            }))?)
+        };
+        secrets.create(&PostParams::default(), &secret("sk-a-1", "sk-b-1")?).await?;
+        let (operator, routes) =
+            operator_and_route(&client, &ns, "op-push", "for-a", routed("a")).await?;
+        let dynamic: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &ns, &modelroute_resource());
+        create_route(&dynamic, &route_object(&ns, "for-b", routed("b"))?).await?;
+
+        let token_a = sidecar_pod_with_token(&client, &ns, "pod-a", "a").await?;
+        let token_b = sidecar_pod_with_token(&client, &ns, "pod-b", "b").await?;
+        let a = start_sidecar(&operator, &ns, "pod-a", &token_a).await?;
+        let b = start_sidecar(&operator, &ns, "pod-b", &token_b).await?;
+
+        until_answer(&a, "chat-a", Ok("sk-a-1"), &operator).await?;
+        until_answer(&b, "chat-b", Ok("sk-b-1"), &operator).await?;
+        // Neither holds the other's route (so neither can use the other's key).
+        ensure!(answer(&a, "chat-b").await? == Err(404), "pod-a serves chat-b");
+        ensure!(answer(&b, "chat-a").await? == Err(404), "pod-b serves chat-a");
+
+        let synced = wait_for_route(&routes, "for-a", "in sync on 1 of 1", &[&operator], |r| {
+            r.status
+                .as_ref()
+                .and_then(|s| s.sidecars.as_ref())
+                .is_some_and(|s| s.selected == 1 && s.in_sync == 1)
+                && has(r, "Ready", "True")
+        })
+        .await?;
+        ensure!(
+            !serde_json::to_string(&synced.status)?.contains("sk-a"),
+            "a key leaked into status"
+        );
+
+        // Rotation: replace the Secret's value; the next request uses the new key.
+        let patch = json!({"stringData": {"a": "sk-a-2"}});
+        secrets
+            .patch("llm-keys", &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        until_answer(&a, "chat-a", Ok("sk-a-2"), &operator).await?;
+        ensure!(answer(&b, "chat-b").await?.as_deref() == Ok("sk-b-1"), "pod-b's key changed");
+
+        // Pod a's token, claiming to be pod b: refused; the sidecar gets nothing.
+        let intruder = start_sidecar(&operator, &ns, "pod-b", &token_a).await?;
+        let deadline = tokio::time::Instant::now() + OPERATOR_PATIENCE;
+        while !operator.output().contains("sidecar refused") {
+            ensure!(tokio::time::Instant::now() < deadline, "no refusal:\n{}", operator.output());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ensure!(answer(&intruder, "chat-b").await? != Ok("sk-b-1".into()), "the intruder got pod-b's route");
+        for sidecar in [&a, &b, &intruder] {
+            let log = sidecar.guard.output();
+            ensure!(!log.contains("sk-a-") && !log.contains("sk-b-"), "a key in a sidecar log:\n{log}");
+        }
+        ensure!(!operator.output().contains("sk-a-"), "a key in the operator log");
         Ok(())
     })
     .await
