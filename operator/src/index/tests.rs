@@ -1,35 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-
-fn route(ns: &str, name: &str, generation: i64, yaml_spec: &str) -> ModelRoute {
-    let text = format!(
-        "apiVersion: modelroute.dev/v1alpha1\nkind: ModelRoute\nmetadata:\n  name: {name}\n  namespace: {ns}\n  generation: {generation}\nspec:\n{yaml_spec}"
-    );
-    modelroute_crds::from_yaml_documents(&text)
-        .unwrap()
-        .remove(0)
-}
-
-const MOCK: &str = "
-  providers:
-    - name: mock
-      kind: mock
-  routes:
-    - model: chat
-      targets: [{provider: mock, model: m}]
-";
-
-const KEYED: &str = "
-  providers:
-    - name: openai
-      kind: openai
-      apiKey:
-        secretRef: {name: llm-keys, key: openai}
-  routes:
-    - model: chat
-      targets: [{provider: openai, model: gpt-4o}]
-";
+use crate::fixtures::{KEYED, MOCK, route};
 
 fn secrets(ns: &str, value: &str) -> SecretMap {
     let mut map = SecretMap::default();
@@ -63,7 +35,7 @@ fn valid_route_is_published_with_its_keys() {
     let verdict = &world.verdicts[&ObjectKey::new("team-a", "r")];
     assert_eq!(verdict.problem, None);
     assert_eq!(verdict.serving, Some(1));
-    assert_eq!(verdict.routes, 1);
+    assert_eq!(verdict.routes, 2);
 }
 
 #[test]
