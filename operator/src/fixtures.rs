@@ -1,6 +1,11 @@
 //! ModelRoutes for tests: specs as YAML and a builder that wraps one into an object.
 
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
 use modelroute_crds::ModelRoute;
+
+use crate::index::{ObjectKey, SecretMap};
 
 /// An `openai` provider keyed from Secret `llm-keys`, key `openai`; two routes.
 pub const KEYED: &str = "
@@ -34,4 +39,14 @@ pub fn route(ns: &str, name: &str, generation: i64, spec: &str) -> ModelRoute {
     modelroute_crds::from_yaml_documents(&text)
         .expect("a valid ModelRoute document")
         .remove(0)
+}
+
+/// Secret `llm-keys` in `ns` with key `openai` = `value`: what [`KEYED`] names.
+pub fn llm_keys(ns: &str, value: &str) -> SecretMap {
+    let mut map = SecretMap::default();
+    map.0.insert(
+        ObjectKey::new(ns, "llm-keys"),
+        BTreeMap::from([("openai".to_string(), Bytes::from(value.to_string()))]),
+    );
+    map
 }

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::Method;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::controller::Action;
@@ -12,7 +11,7 @@ use modelroute_crds::ModelRouteStatus;
 use tokio::task::JoinHandle;
 
 use super::*;
-use crate::fixtures::{KEYED, MOCK, route};
+use crate::fixtures::{KEYED, MOCK, llm_keys, route};
 use crate::index::{Index, ObjectKey, SecretMap, SidecarPod};
 use crate::mock_api::{self, ApiServer};
 
@@ -50,15 +49,6 @@ struct Fixture {
     index: Index,
     ctx: Arc<Context>,
     server: Option<ApiServer>,
-}
-
-fn keys(ns: &str, value: &str) -> SecretMap {
-    let mut map = SecretMap::default();
-    map.0.insert(
-        ObjectKey::new(ns, "llm-keys"),
-        BTreeMap::from([("openai".to_string(), Bytes::from(value.to_string()))]),
-    );
-    map
 }
 
 fn condition<'a>(status: &'a ModelRouteStatus, type_: &str) -> &'a Condition {
@@ -169,7 +159,7 @@ async fn valid_route_gets_ready_with_generation_and_route_count() {
     let mut fx = Fixture::new();
     let r = route("team-a", "chat", 3, KEYED);
     fx.index
-        .update([&r], &keys("team-a", "sk-test"), BTreeMap::new());
+        .update([&r], &llm_keys("team-a", "sk-test"), BTreeMap::new());
 
     let (action, applied) = fx.reconcile(&r, status_apply("team-a", "chat")).await;
     let status = applied.expect("a status write");
@@ -224,7 +214,7 @@ async fn missing_secret_is_secret_not_found() {
     let r = route("team-a", "keyed", 1, KEYED);
     // The Secret exists, but in another namespace.
     fx.index
-        .update([&r], &keys("team-b", "sk-b"), BTreeMap::new());
+        .update([&r], &llm_keys("team-b", "sk-b"), BTreeMap::new());
 
     let (_, applied) = fx.reconcile(&r, status_apply("team-a", "keyed")).await;
     let status = applied.expect("a status write");

@@ -1,16 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::fixtures::{KEYED, MOCK, route};
-
-fn secrets(ns: &str, value: &str) -> SecretMap {
-    let mut map = SecretMap::default();
-    map.0.insert(
-        ObjectKey::new(ns, "llm-keys"),
-        BTreeMap::from([("openai".to_string(), Bytes::from(value.to_string()))]),
-    );
-    map
-}
+use crate::fixtures::{KEYED, MOCK, llm_keys, route};
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
@@ -24,7 +15,7 @@ fn valid_route_is_published_with_its_keys() {
     let (index, rx) = Index::new();
     let v = index.update(
         &[route("team-a", "r", 1, KEYED)],
-        &secrets("team-a", "sk-a"),
+        &llm_keys("team-a", "sk-a"),
         BTreeMap::new(),
     );
     assert_eq!(v, 1);
@@ -51,9 +42,9 @@ fn unchanged_input_publishes_nothing_new() {
 fn secret_rotation_publishes_a_new_world_with_the_new_key() {
     let (index, rx) = Index::new();
     let routes = [route("team-a", "r", 1, KEYED)];
-    index.update(&routes, &secrets("team-a", "sk-old"), BTreeMap::new());
+    index.update(&routes, &llm_keys("team-a", "sk-old"), BTreeMap::new());
     let before = rx.borrow().routes[&ObjectKey::new("team-a", "r")].digest;
-    let v = index.update(&routes, &secrets("team-a", "sk-new"), BTreeMap::new());
+    let v = index.update(&routes, &llm_keys("team-a", "sk-new"), BTreeMap::new());
     assert_eq!(v, 2);
     let world = rx.borrow().clone();
     let after = &world.routes[&ObjectKey::new("team-a", "r")];
@@ -67,7 +58,7 @@ fn secrets_are_looked_up_in_the_routes_own_namespace_only() {
     // The Secret exists, but in another namespace.
     index.update(
         &[route("team-a", "r", 1, KEYED)],
-        &secrets("team-b", "sk-b"),
+        &llm_keys("team-b", "sk-b"),
         BTreeMap::new(),
     );
     let world = rx.borrow().clone();
