@@ -8,7 +8,7 @@ use clap::{ArgGroup, Parser};
 /// modelroute operator: pushes ModelRoutes to the sidecars.
 #[derive(Debug, Parser)]
 #[command(name = "modelroute-operator", version)]
-#[command(group(ArgGroup::new("tls").required(true).args(["tls_cert", "tls_generate"])))]
+#[command(group(ArgGroup::new("tls").required(true).args(["tls_cert", "tls_generate", "tls_secret"])))]
 pub struct Args {
     /// Serve ModelRoute YAML files from this directory (watched) instead of the
     /// Kubernetes API. Sidecars then authenticate with --static-token-file.
@@ -27,17 +27,51 @@ pub struct Args {
     /// Address of the admin port (/healthz, /readyz, /metrics, /status).
     #[arg(long, env = "MODELROUTE_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
     pub admin_listen: SocketAddr,
-    /// PEM certificate chain of the discovery server (e.g. from a mounted Secret).
+    /// Address of the admission webhook (HTTPS; Kubernetes mode only).
+    #[arg(
+        long,
+        env = "MODELROUTE_WEBHOOK_LISTEN",
+        default_value = "0.0.0.0:9443"
+    )]
+    pub webhook_listen: SocketAddr,
+    /// Do not serve the admission webhook.
+    #[arg(long, env = "MODELROUTE_NO_WEBHOOK")]
+    pub no_webhook: bool,
+    /// Injection settings (YAML; the chart renders them). Defaults when absent.
+    #[arg(long, env = "MODELROUTE_INJECT_CONFIG")]
+    pub inject_config: Option<PathBuf>,
+    /// Keep the certificates in this Secret of the operator's namespace: created when
+    /// missing, renewed before expiry, shared by all replicas.
+    #[arg(long, env = "MODELROUTE_TLS_SECRET", conflicts_with_all = ["tls_cert", "tls_generate", "routes_dir"])]
+    pub tls_secret: Option<String>,
+    /// With --tls-secret: the MutatingWebhookConfiguration whose caBundle the operator
+    /// keeps equal to its CA.
+    #[arg(
+        long,
+        env = "MODELROUTE_WEBHOOK_CONFIGURATION",
+        requires = "tls_secret"
+    )]
+    pub webhook_configuration: Option<String>,
+    /// The leader labels its own pod `modelroute.dev/leader=true` (the discovery
+    /// Service selects it). Needs to run in the pod named by POD_NAME.
+    #[arg(long, env = "MODELROUTE_LEADER_POD_LABEL")]
+    pub leader_pod_label: bool,
+    /// PEM certificate chain of the discovery server and webhook (e.g. from a mounted
+    /// Secret; re-read every minute).
     #[arg(long, env = "MODELROUTE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
-    /// PEM private key of the discovery server.
+    /// PEM private key of the discovery server and webhook.
     #[arg(long, env = "MODELROUTE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// With --tls-cert: the CA (PEM) injected sidecars trust. Needed for injection.
+    #[arg(long, env = "MODELROUTE_TLS_CA", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
     /// Generate a CA and serving certificate into this directory (ca.crt, tls.crt,
     /// tls.key), or reuse the ones already there. Sidecars trust ca.crt.
     #[arg(long, env = "MODELROUTE_TLS_GENERATE")]
     pub tls_generate: Option<PathBuf>,
-    /// DNS names and IPs for the generated certificate (repeat or comma-separate).
+    /// DNS names and IPs for the generated or Secret-kept certificate (repeat or
+    /// comma-separate).
     #[arg(
         long,
         env = "MODELROUTE_TLS_SAN",

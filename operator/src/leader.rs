@@ -22,6 +22,8 @@
 //! serving sidecars after the Lease expired and another replica took over; it also judges
 //! expiry by comparing the holder's `renewTime` with the local wall clock.
 
+pub mod label;
+
 use std::sync::Arc;
 use std::time::Duration;
 

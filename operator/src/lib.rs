@@ -10,10 +10,12 @@ pub mod cli;
 pub mod controller;
 pub mod discovery;
 pub mod index;
+pub mod inject;
 pub mod leader;
 pub mod metrics;
 pub mod source;
 pub mod tls;
+pub mod webhook;
 
 #[cfg(test)]
 mod fixtures;
@@ -48,7 +50,38 @@ pub enum SourceOptions {
     },
     /// The Kubernetes API (in-cluster config or KUBECONFIG); sidecars present projected
     /// ServiceAccount tokens.
-    Kubernetes(LeaseOptions),
+    Kubernetes(Box<KubernetesOptions>),
+}
+
+/// What the operator does in a cluster besides watching ModelRoutes.
+#[derive(Clone, Debug)]
+pub struct KubernetesOptions {
+    pub lease: LeaseOptions,
+    /// Where the admission webhook listens; `None`: no webhook.
+    pub webhook_listen: Option<SocketAddr>,
+    pub inject: inject::InjectConfig,
+    /// Label this replica's pod while it leads (it must run in a pod named `identity`).
+    pub leader_pod_label: bool,
+}
+
+/// Where the serving certificate comes from.
+#[derive(Clone, Debug)]
+pub enum TlsSource {
+    /// Given once (generated into a directory, or by a test).
+    Fixed(tls::Serving),
+    /// Files someone else renews; re-read every minute.
+    Files(tls::files::CertFiles),
+    /// A Secret in the operator's namespace that the operator creates and renews.
+    Secret(SecretTls),
+}
+
+/// The operator-managed certificate Secret.
+#[derive(Clone, Debug)]
+pub struct SecretTls {
+    pub name: String,
+    pub sans: Vec<String>,
+    /// The MutatingWebhookConfiguration whose caBundle follows the CA.
+    pub webhook_configuration: Option<String>,
 }
 
 /// The leader Lease.
@@ -66,7 +99,7 @@ pub struct Options {
     pub source: SourceOptions,
     pub grpc_listen: SocketAddr,
     pub admin_listen: SocketAddr,
-    pub tls: tls::ServingCertPem,
+    pub tls: TlsSource,
     pub drain_timeout: Duration,
 }
 
@@ -75,6 +108,7 @@ pub struct Options {
 pub struct Running {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    pub webhook_addr: Option<SocketAddr>,
     pub index: Arc<Index>,
     pub registry: Arc<Registry>,
     shutdown: CancellationToken,
@@ -92,6 +126,12 @@ pub enum StartError {
     },
     #[error("cannot reach the Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("certificates: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("certificate Secret: {0}")]
+    Secret(#[from] tls::secret::SecretError),
+    #[error("{0}")]
+    Config(String),
 }
 
 // === impl Running ===
@@ -118,7 +158,7 @@ impl Running {
     }
 }
 
-/// Binds both listeners, starts the source, and serves.
+/// Binds the listeners, starts the source, and serves.
 pub async fn start(options: Options) -> Result<Running, StartError> {
     let bind = |addr: SocketAddr| async move {
         let listener = TcpListener::bind(addr)
@@ -131,6 +171,18 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     };
     let (grpc, grpc_addr) = bind(options.grpc_listen).await?;
     let (admin, admin_addr) = bind(options.admin_listen).await?;
+    let kubernetes = match &options.source {
+        SourceOptions::Kubernetes(k) => Some(k.as_ref().clone()),
+        SourceOptions::Files { .. } => None,
+    };
+    let webhook_listener = match kubernetes.as_ref().and_then(|k| k.webhook_listen) {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let client = match kubernetes {
+        Some(_) => Some(kube::Client::try_default().await?),
+        None => None,
+    };
 
     let (index, world) = Index::new();
     let index = Arc::new(index);
@@ -140,6 +192,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     let mut tasks = JoinSet::new();
     let (synced_tx, synced) = watch::channel(false);
     let (leader_tx, leader) = watch::channel(false);
+    let certs = certificates(&options, client.as_ref(), &mut tasks, &shutdown).await?;
 
     let auth = match &options.source {
         SourceOptions::Files {
@@ -160,8 +213,11 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             });
             Authenticator::static_token(static_token)
         }
-        SourceOptions::Kubernetes(lease) => {
-            let client = kube::Client::try_default().await?;
+        SourceOptions::Kubernetes(k) => {
+            let lease = &k.lease;
+            let client = client
+                .clone()
+                .ok_or_else(|| StartError::Config("no Kubernetes client".into()))?;
             tasks.spawn(source::kube::run(
                 client.clone(),
                 index.clone(),
@@ -185,8 +241,41 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
                 leader.clone(),
                 shutdown.clone(),
             ));
+            if k.leader_pod_label {
+                tasks.spawn(leader::label::run(
+                    client.clone(),
+                    lease.namespace.clone(),
+                    lease.identity.clone(),
+                    leader.clone(),
+                    shutdown.clone(),
+                ));
+            }
             Authenticator::TokenReview(client)
         }
+    };
+    let webhook_addr = match (webhook_listener, &options.source, &client) {
+        (Some((listener, addr)), SourceOptions::Kubernetes(k), Some(client)) => {
+            let version = client.apiserver_version().await?;
+            let minor = inject::config::server_minor(&version.minor);
+            let injector = inject::Injector {
+                native: k.inject.native_for(minor),
+                config: k.inject.clone(),
+                operator_namespace: k.lease.namespace.clone(),
+            };
+            info!(
+                server = %version.git_version,
+                native_sidecar = injector.native,
+                "admission webhook injects the sidecar"
+            );
+            let webhook = webhook::Webhook {
+                injector: Arc::new(injector),
+                certs: certs.clone(),
+                metrics: metrics.clone(),
+            };
+            tasks.spawn(webhook.serve(listener, shutdown.clone()));
+            Some(addr)
+        }
+        _ => None,
     };
 
     // Sessions wait for the first full state (an empty world would tell every sidecar
@@ -217,9 +306,9 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
     };
-    let (cert, key) = (options.tls.cert_pem.clone(), options.tls.key_pem.clone());
+    let acceptor = certs.acceptor(&[b"h2"])?;
     tasks.spawn(async move {
-        if let Err(e) = discovery.serve(grpc, &cert, &key).await {
+        if let Err(e) = discovery.serve(grpc, acceptor).await {
             tracing::error!(error = %e, "discovery server stopped");
         }
     });
@@ -234,11 +323,55 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     Ok(Running {
         grpc_addr,
         admin_addr,
+        webhook_addr,
         index,
         registry,
         shutdown,
         tasks,
         drain_timeout: options.drain_timeout,
+    })
+}
+
+/// The certificate store for both servers, from wherever the options say, with the task
+/// that keeps it current.
+async fn certificates(
+    options: &Options,
+    client: Option<&kube::Client>,
+    tasks: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+) -> Result<Arc<tls::CertStore>, StartError> {
+    Ok(match &options.tls {
+        TlsSource::Fixed(serving) => tls::CertStore::new(serving.clone())?,
+        TlsSource::Files(files) => {
+            let serving = tls::load(&files.cert, &files.key, files.ca.as_deref())?;
+            let store = tls::CertStore::new(serving)?;
+            tasks.spawn(tls::files::run(
+                files.clone(),
+                store.clone(),
+                Duration::from_secs(60),
+                shutdown.clone(),
+            ));
+            store
+        }
+        TlsSource::Secret(secret) => {
+            let (SourceOptions::Kubernetes(k), Some(client)) = (&options.source, client) else {
+                return Err(StartError::Config(
+                    "certificates in a Secret need the Kubernetes API (not --routes-dir)".into(),
+                ));
+            };
+            let managed = tls::secret::ManagedCerts {
+                client: client.clone(),
+                namespace: k.lease.namespace.clone(),
+                secret: secret.name.clone(),
+                sans: secret.sans.clone(),
+                webhook_configuration: secret.webhook_configuration.clone(),
+                lifetimes: tls::Lifetimes::default(),
+            };
+            let issued = managed.ensure().await?;
+            let store = tls::CertStore::new(issued.serving)?;
+            tasks.spawn(managed.run(store.clone(), shutdown.clone()));
+            store
+        }
     })
 }
 

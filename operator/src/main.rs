@@ -5,7 +5,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use modelroute_operator::cli::Args;
-use modelroute_operator::{LeaseOptions, Options, SourceOptions, tls};
+use modelroute_operator::inject::InjectConfig;
+use modelroute_operator::{
+    KubernetesOptions, LeaseOptions, Options, SecretTls, SourceOptions, TlsSource, tls,
+};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -42,10 +45,28 @@ fn main() -> ExitCode {
 }
 
 fn options(args: &Args) -> anyhow::Result<Options> {
-    let tls = match (&args.tls_cert, &args.tls_key, &args.tls_generate) {
-        (Some(cert), Some(key), _) => tls::load(cert, key)?,
-        (_, _, Some(dir)) => tls::generate_or_reuse(dir, &args.tls_san)?,
-        _ => anyhow::bail!("give --tls-cert and --tls-key, or --tls-generate DIR"),
+    let tls = match (
+        &args.tls_cert,
+        &args.tls_key,
+        &args.tls_generate,
+        &args.tls_secret,
+    ) {
+        (Some(cert), Some(key), _, _) => {
+            // Read once here so a wrong path fails the start, not the first handshake.
+            tls::load(cert, key, args.tls_ca.as_deref())?;
+            TlsSource::Files(tls::files::CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: args.tls_ca.clone(),
+            })
+        }
+        (_, _, Some(dir), _) => TlsSource::Fixed(tls::generate_or_reuse(dir, &args.tls_san)?),
+        (_, _, _, Some(secret)) => TlsSource::Secret(SecretTls {
+            name: secret.clone(),
+            sans: args.tls_san.clone(),
+            webhook_configuration: args.webhook_configuration.clone(),
+        }),
+        _ => anyhow::bail!("give --tls-secret, --tls-cert and --tls-key, or --tls-generate DIR"),
     };
     let source = match &args.routes_dir {
         Some(routes_dir) => {
@@ -66,11 +87,22 @@ fn options(args: &Args) -> anyhow::Result<Options> {
                 static_token,
             }
         }
-        None => SourceOptions::Kubernetes(LeaseOptions {
-            namespace: args.namespace.clone(),
-            name: args.lease_name.clone(),
-            identity: args.identity.clone(),
-        }),
+        None => {
+            let inject = match &args.inject_config {
+                Some(path) => InjectConfig::load(path)?,
+                None => InjectConfig::default(),
+            };
+            SourceOptions::Kubernetes(Box::new(KubernetesOptions {
+                lease: LeaseOptions {
+                    namespace: args.namespace.clone(),
+                    name: args.lease_name.clone(),
+                    identity: args.identity.clone(),
+                },
+                webhook_listen: (!args.no_webhook).then_some(args.webhook_listen),
+                inject,
+                leader_pod_label: args.leader_pod_label,
+            }))
+        }
     };
     Ok(Options {
         source,

@@ -34,6 +34,13 @@ pub struct Metrics {
     routes: Family<ResultLabels, Gauge>,
     reconciles: Family<ResultLabels, Counter>,
     leader: Gauge,
+    webhook_reviews: Family<OutcomeLabels, Counter>,
+    webhook_duration: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
 }
 
 // === impl Metrics ===
@@ -108,8 +115,23 @@ impl Metrics {
             "1 while this replica holds the leader Lease",
             leader.clone(),
         );
+        let webhook_reviews = Family::default();
+        registry.register(
+            "webhook_reviews",
+            "Admission reviews answered, by outcome (injected|denied|malformed|ignored|not_requested|opted_out|already_injected|excluded_namespace|host_network|error)",
+            webhook_reviews.clone(),
+        );
+        // 50 µs .. ~1.6 s.
+        let webhook_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register(
+            "webhook_review_seconds",
+            "Time to read, judge and answer one admission review",
+            webhook_duration.clone(),
+        );
         Self {
             registry,
+            webhook_reviews,
+            webhook_duration,
             connected,
             refused,
             stream_errors,
@@ -121,6 +143,13 @@ impl Metrics {
             reconciles,
             leader,
         }
+    }
+
+    pub fn webhook_review(&self, outcome: &'static str, took: std::time::Duration) {
+        self.webhook_reviews
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        self.webhook_duration.observe(took.as_secs_f64());
     }
 
     pub fn encode(&self) -> String {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::Options;
-use crate::config::operator::{DEFAULT_TOKEN_FILE, OperatorOptions};
+use crate::config::operator::{CaBundle, DEFAULT_TOKEN_FILE, OperatorOptions};
 use crate::telemetry::LogFormat;
 
 /// modelroute sidecar: an OpenAI-compatible LLM gateway on localhost.
@@ -23,6 +23,15 @@ pub struct Args {
     /// PEM bundle of the CA that signed the operator's certificate (the only roots trusted).
     #[arg(long, env = "MODELROUTE_OPERATOR_CA", requires = "operator")]
     pub operator_ca: Option<PathBuf>,
+    /// The same CA bundle as PEM text (the injector sets this from the operator's CA).
+    #[arg(
+        long,
+        env = "MODELROUTE_OPERATOR_CA_PEM",
+        requires = "operator",
+        conflicts_with = "operator_ca",
+        hide_env_values = true
+    )]
+    pub operator_ca_pem: Option<String>,
     /// The name the operator's certificate must carry (default: the host of --operator).
     #[arg(long, env = "MODELROUTE_OPERATOR_SERVER_NAME", requires = "operator")]
     pub operator_server_name: Option<String>,
@@ -74,7 +83,11 @@ pub struct Args {
 impl Args {
     pub fn options(&self) -> Options {
         let operator = self.operator.clone().map(|url| OperatorOptions {
-            ca: self.operator_ca.clone(),
+            ca: match (&self.operator_ca, &self.operator_ca_pem) {
+                (Some(path), _) => Some(CaBundle::File(path.clone())),
+                (None, Some(pem)) => Some(CaBundle::Pem(pem.clone())),
+                (None, None) => None,
+            },
             server_name: self.operator_server_name.clone(),
             token_file: self.token_file.clone(),
             pod_namespace: self.pod_namespace.clone(),
@@ -116,7 +129,7 @@ mod tests {
         .unwrap();
         let o = args.options().operator.unwrap();
         assert_eq!(o.url, "https://op.modelroute-system.svc:8443");
-        assert_eq!(o.ca, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(o.ca, Some(CaBundle::File(PathBuf::from("/ca.pem"))));
         assert_eq!(
             (o.pod_namespace.as_str(), o.pod_name.as_str()),
             ("shop", "web-1")

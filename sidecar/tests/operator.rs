@@ -10,13 +10,11 @@
 
 mod support;
 
-use std::io::Write as _;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use modelroute_proto::v1::{Hello, Resource};
-use modelroute_sidecar::config::operator::{OperatorOptions, ReconnectBackoff};
+use modelroute_sidecar::config::operator::{CaBundle, OperatorOptions, ReconnectBackoff};
 use support::fake_operator::{resource, snapshot};
 use support::harness::route_yaml;
 use support::*;
@@ -464,14 +462,10 @@ async fn tls_trusts_only_the_given_ca() {
     let port = op.addr.port();
     let sidecar = async |pod: &str, url: String, ca_pem: &str, server_name: Option<&str>| {
         let dir = tempfile::tempdir().unwrap();
-        let ca_file: PathBuf = dir.path().join("ca.pem");
-        std::fs::File::create(&ca_file)
-            .unwrap()
-            .write_all(ca_pem.as_bytes())
-            .unwrap();
         let mut o = options(&dir, url);
         o.pod_name = pod.into();
-        o.ca = Some(ca_file);
+        // As injected: the CA in the environment, no file.
+        o.ca = Some(CaBundle::Pem(ca_pem.to_string()));
         o.server_name = server_name.map(str::to_string);
         Sidecar::start_operator(dir, o).await
     };

@@ -16,9 +16,10 @@ use std::time::Duration;
 use modelroute_proto::discovery_server::DiscoveryServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
 use crate::index::World;
 use crate::metrics::Metrics;
@@ -46,8 +47,6 @@ pub struct Discovery {
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("TLS: {0}")]
-    Tls(#[source] tonic::transport::Error),
     #[error("gRPC server: {0}")]
     Transport(#[source] tonic::transport::Error),
 }
@@ -55,28 +54,21 @@ pub enum ServeError {
 // === impl Discovery ===
 
 impl Discovery {
-    /// Serves sessions on `listener` with TLS (`cert_pem`, `key_pem`) until shutdown.
-    pub async fn serve(
-        self,
-        listener: TcpListener,
-        cert_pem: &[u8],
-        key_pem: &[u8],
-    ) -> Result<(), ServeError> {
+    /// Serves sessions on `listener` through `tls` until shutdown. The acceptor reads
+    /// the current certificate at each handshake, so renewals need no restart.
+    pub async fn serve(self, listener: TcpListener, tls: TlsAcceptor) -> Result<(), ServeError> {
         let local: Option<SocketAddr> = listener.local_addr().ok();
-        let tls = ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem));
         let shutdown = self.shutdown.clone();
         let tasks = self.tasks.clone();
         let service = DiscoveryServer::new(self).max_decoding_message_size(MAX_MESSAGE_BYTES);
         tracing::info!(addr = ?local, "discovery server listening (TLS)");
         let result = Server::builder()
-            .tls_config(tls)
-            .map_err(ServeError::Tls)?
             // Notice sidecars that vanished without closing (node loss, partitions).
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(service)
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                crate::tls::store::incoming(listener, tls),
                 shutdown.cancelled_owned(),
             )
             .await

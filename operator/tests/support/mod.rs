@@ -55,16 +55,14 @@ impl TestOperator {
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (cert, key) = (generated.cert_pem.clone(), generated.key_pem.clone());
+        let certs = tls::CertStore::new(generated.serving.clone()).unwrap();
+        let acceptor = certs.acceptor(&[b"h2"]).unwrap();
         tokio::spawn(async move {
-            discovery
-                .serve(listener, cert.as_bytes(), key.as_bytes())
-                .await
-                .unwrap();
+            discovery.serve(listener, acceptor).await.unwrap();
         });
         Self {
             addr,
-            ca_pem: generated.ca_pem,
+            ca_pem: generated.authority.cert_pem,
             index,
             registry,
             metrics,

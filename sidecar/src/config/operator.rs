@@ -58,7 +58,7 @@ pub struct OperatorOptions {
     /// `https://host:port`; `http://` for tests and development only.
     pub url: String,
     /// PEM bundle of the CA that signed the operator's certificate; the only roots trusted.
-    pub ca: Option<PathBuf>,
+    pub ca: Option<CaBundle>,
     /// The name the operator's certificate must carry; default the URL's host.
     pub server_name: Option<String>,
     /// Read on every connect: projected tokens rotate.
@@ -93,6 +93,15 @@ enum SessionEnd {
         snapshots: u64,
         status: Option<Status>,
     },
+}
+
+/// The CA bundle that signed the operator's certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CaBundle {
+    /// A file, read at each connect (a rotated bundle is picked up).
+    File(PathBuf),
+    /// PEM text (the injector passes it in the environment).
+    Pem(String),
 }
 
 // === impl OperatorOptions ===

@@ -2,7 +2,6 @@
 //! [`Endpoint`] built per connect (the CA bundle is read fresh, so a rotated bundle is
 //! picked up by the next reconnect).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use http::Uri;
@@ -10,7 +9,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
-use super::OperatorOptions;
+use super::{CaBundle, OperatorOptions};
 use crate::error::describe;
 
 /// For the TCP connect and, separately, the TLS handshake.
@@ -29,7 +28,7 @@ pub(super) struct OperatorAddr {
 
 #[derive(Clone, Debug)]
 struct Trust {
-    ca: PathBuf,
+    ca: CaBundle,
     server_name: String,
 }
 
@@ -51,8 +50,8 @@ impl OperatorAddr {
             Some("https") => {
                 let Some(ca) = options.ca.clone() else {
                     return Err(format!(
-                        "--operator {url}: https needs --operator-ca, the CA bundle that \
-                         signed the operator's certificate"
+                        "--operator {url}: https needs --operator-ca (or --operator-ca-pem), the \
+                         CA bundle that signed the operator's certificate"
                     ));
                 };
                 let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -62,7 +61,7 @@ impl OperatorAddr {
             Some("http") => {
                 if options.ca.is_some() {
                     return Err(format!(
-                        "--operator {url}: --operator-ca is given but the URL is http; use https"
+                        "--operator {url}: a CA bundle is given but the URL is http; use https"
                     ));
                 }
                 None
@@ -93,16 +92,21 @@ impl OperatorAddr {
         let Some(trust) = &self.tls else {
             return Ok(endpoint);
         };
-        let ca = trust.ca.display();
-        let pem = std::fs::read(&trust.ca)
-            .map_err(|e| format!("--operator-ca {ca}: cannot read: {e}"))?;
+        let (ca, pem) = match &trust.ca {
+            CaBundle::File(path) => {
+                let ca = format!("--operator-ca {}", path.display());
+                let pem = std::fs::read(path).map_err(|e| format!("{ca}: cannot read: {e}"))?;
+                (ca, pem)
+            }
+            CaBundle::Pem(pem) => ("--operator-ca-pem".to_string(), pem.as_bytes().to_vec()),
+        };
         // tonic skips what it cannot parse; an empty trust store would only fail later,
         // at every handshake, with a less helpful message.
         let certs = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("--operator-ca {ca}: not a PEM certificate bundle: {e}"))?;
+            .map_err(|e| format!("{ca}: not a PEM certificate bundle: {e}"))?;
         if certs.is_empty() {
-            return Err(format!("--operator-ca {ca}: no certificate in the file"));
+            return Err(format!("{ca}: no certificate in it"));
         }
         // Only this bundle is trusted: no system roots.
         let config = ClientTlsConfig::new()
@@ -111,7 +115,7 @@ impl OperatorAddr {
             .timeout(CONNECT_TIMEOUT);
         endpoint
             .tls_config(config)
-            .map_err(|e| format!("--operator-ca {ca}: {}", describe(&e)))
+            .map_err(|e| format!("{ca}: {}", describe(&e)))
     }
 }
 
@@ -139,7 +143,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca.pem");
         let mut o = options("https://op:8443");
-        o.ca = Some(ca.clone());
+        o.ca = Some(CaBundle::File(ca.clone()));
         let err = OperatorAddr::new(&o).unwrap_err();
         assert!(err.contains("cannot read"), "{err}");
         std::fs::write(&ca, "not pem").unwrap();
