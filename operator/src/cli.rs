@@ -44,13 +44,9 @@ pub struct Args {
     /// missing, renewed before expiry, shared by all replicas.
     #[arg(long, env = "MODELROUTE_TLS_SECRET", conflicts_with_all = ["tls_cert", "tls_generate", "routes_dir"])]
     pub tls_secret: Option<String>,
-    /// With --tls-secret: the MutatingWebhookConfiguration whose caBundle the operator
-    /// keeps equal to its CA.
-    #[arg(
-        long,
-        env = "MODELROUTE_WEBHOOK_CONFIGURATION",
-        requires = "tls_secret"
-    )]
+    /// The chart's MutatingWebhookConfiguration: with --tls-secret its caBundle is kept
+    /// equal to the operator's CA; it owns the Lease and Secret the operator creates.
+    #[arg(long, env = "MODELROUTE_WEBHOOK_CONFIGURATION")]
     pub webhook_configuration: Option<String>,
     /// The leader labels its own pod `modelroute.dev/leader=true` (the discovery
     /// Service selects it). Needs to run in the pod named by POD_NAME.

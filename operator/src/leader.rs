@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
@@ -69,6 +69,7 @@ struct Elector {
     api: Api<Lease>,
     name: String,
     identity: String,
+    owner: Option<OwnerReference>,
     timing: Timing,
     /// The last Lease spec read, and when (on the monotonic clock) it was first seen.
     observed: Option<(LeaseSpec, Instant)>,
@@ -115,6 +116,7 @@ pub async fn run_with(
         api: Api::namespaced(client, &lease.namespace),
         name: lease.name,
         identity: lease.identity,
+        owner: lease.owner,
         timing,
         observed: None,
         renewed: None,
@@ -235,6 +237,7 @@ impl Elector {
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.name.clone()),
+                    owner_references: self.owner.clone().map(|o| vec![o]),
                     ..ObjectMeta::default()
                 },
                 spec: Some(LeaseSpec {

@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -62,6 +63,10 @@ pub struct KubernetesOptions {
     pub inject: inject::InjectConfig,
     /// Label this replica's pod while it leads (it must run in a pod named `identity`).
     pub leader_pod_label: bool,
+    /// The chart's MutatingWebhookConfiguration: its caBundle follows the operator's CA
+    /// (with [`TlsSource::Secret`]), and it owns what the operator creates (the Lease,
+    /// the certificate Secret), so uninstalling the chart removes those too.
+    pub webhook_configuration: Option<String>,
 }
 
 /// Where the serving certificate comes from.
@@ -80,8 +85,6 @@ pub enum TlsSource {
 pub struct SecretTls {
     pub name: String,
     pub sans: Vec<String>,
-    /// The MutatingWebhookConfiguration whose caBundle follows the CA.
-    pub webhook_configuration: Option<String>,
 }
 
 /// The leader Lease.
@@ -91,6 +94,8 @@ pub struct LeaseOptions {
     pub name: String,
     /// This replica's name.
     pub identity: String,
+    /// Set on the Lease when the operator creates it, so it goes when the owner goes.
+    pub owner: Option<OwnerReference>,
 }
 
 /// How to start an operator.
@@ -183,6 +188,10 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         Some(_) => Some(kube::Client::try_default().await?),
         None => None,
     };
+    let owner = match (&kubernetes, &client) {
+        (Some(k), Some(client)) => owner(client, k.webhook_configuration.as_deref()).await?,
+        _ => None,
+    };
 
     let (index, world) = Index::new();
     let index = Arc::new(index);
@@ -192,7 +201,14 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     let mut tasks = JoinSet::new();
     let (synced_tx, synced) = watch::channel(false);
     let (leader_tx, leader) = watch::channel(false);
-    let certs = certificates(&options, client.as_ref(), &mut tasks, &shutdown).await?;
+    let certs = certificates(
+        &options,
+        client.as_ref(),
+        owner.clone(),
+        &mut tasks,
+        &shutdown,
+    )
+    .await?;
 
     let auth = match &options.source {
         SourceOptions::Files {
@@ -214,7 +230,10 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             Authenticator::static_token(static_token)
         }
         SourceOptions::Kubernetes(k) => {
-            let lease = &k.lease;
+            let lease = &LeaseOptions {
+                owner: owner.clone(),
+                ..k.lease.clone()
+            };
             let client = client
                 .clone()
                 .ok_or_else(|| StartError::Config("no Kubernetes client".into()))?;
@@ -319,7 +338,8 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         synced,
     };
     tasks.spawn(admin_server.serve(admin, shutdown.clone()));
-    info!(grpc = %grpc_addr, admin = %admin_addr, "modelroute operator listening");
+    let webhook = webhook_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+    info!(grpc = %grpc_addr, admin = %admin_addr, %webhook, "modelroute operator listening");
     Ok(Running {
         grpc_addr,
         admin_addr,
@@ -337,6 +357,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
 async fn certificates(
     options: &Options,
     client: Option<&kube::Client>,
+    owner: Option<OwnerReference>,
     tasks: &mut JoinSet<()>,
     shutdown: &CancellationToken,
 ) -> Result<Arc<tls::CertStore>, StartError> {
@@ -364,7 +385,8 @@ async fn certificates(
                 namespace: k.lease.namespace.clone(),
                 secret: secret.name.clone(),
                 sans: secret.sans.clone(),
-                webhook_configuration: secret.webhook_configuration.clone(),
+                webhook_configuration: k.webhook_configuration.clone(),
+                owner,
                 lifetimes: tls::Lifetimes::default(),
             };
             let issued = managed.ensure().await?;
@@ -373,6 +395,32 @@ async fn certificates(
             store
         }
     })
+}
+
+/// An owner reference to the named MutatingWebhookConfiguration, if it exists.
+async fn owner(
+    client: &kube::Client,
+    webhook_configuration: Option<&str>,
+) -> Result<Option<OwnerReference>, StartError> {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use kube::Resource as _;
+    let Some(name) = webhook_configuration else {
+        return Ok(None);
+    };
+    let api: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(client.clone());
+    let Some(config) = api.get_opt(name).await? else {
+        warn!(
+            configuration = name,
+            "the webhook configuration does not exist; what the operator creates will have no owner"
+        );
+        return Ok(None);
+    };
+    Ok(config.controller_owner_ref(&()).map(|mut owner| {
+        // An owner, not a controller: nothing reconciles these objects from it.
+        owner.controller = None;
+        owner.block_owner_deletion = None;
+        owner
+    }))
 }
 
 /// `synced && leader`, as a watch.

@@ -64,7 +64,6 @@ fn options(args: &Args) -> anyhow::Result<Options> {
         (_, _, _, Some(secret)) => TlsSource::Secret(SecretTls {
             name: secret.clone(),
             sans: args.tls_san.clone(),
-            webhook_configuration: args.webhook_configuration.clone(),
         }),
         _ => anyhow::bail!("give --tls-secret, --tls-cert and --tls-key, or --tls-generate DIR"),
     };
@@ -97,7 +96,9 @@ fn options(args: &Args) -> anyhow::Result<Options> {
                     namespace: args.namespace.clone(),
                     name: args.lease_name.clone(),
                     identity: args.identity.clone(),
+                    owner: None,
                 },
+                webhook_configuration: args.webhook_configuration.clone(),
                 webhook_listen: (!args.no_webhook).then_some(args.webhook_listen),
                 inject,
                 leader_pod_label: args.leader_pod_label,

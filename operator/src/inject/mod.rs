@@ -9,7 +9,6 @@ pub mod config;
 pub mod overrides;
 pub mod sidecar;
 
-
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod};

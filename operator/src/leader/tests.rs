@@ -28,6 +28,7 @@ fn start() -> (Replica, ApiServer) {
             namespace: "ops".into(),
             name: "modelroute-operator".into(),
             identity: "replica-a".into(),
+            owner: None,
         },
         Timing::default(),
         tx,

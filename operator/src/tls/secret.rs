@@ -11,6 +11,7 @@ use futures_util::{Stream, StreamExt};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -39,6 +40,8 @@ pub struct ManagedCerts {
     pub sans: Vec<String>,
     /// The MutatingWebhookConfiguration whose caBundle follows the CA.
     pub webhook_configuration: Option<String>,
+    /// Set on the Secret, so it goes when its owner goes.
+    pub owner: Option<OwnerReference>,
     pub lifetimes: Lifetimes,
 }
 
@@ -192,6 +195,7 @@ impl ManagedCerts {
                 name: Some(self.secret.clone()),
                 namespace: Some(self.namespace.clone()),
                 resource_version,
+                owner_references: self.owner.clone().map(|o| vec![o]),
                 labels: Some(BTreeMap::from([(
                     "app.kubernetes.io/managed-by".to_string(),
                     "modelroute-operator".to_string(),
@@ -297,6 +301,7 @@ mod tests {
             secret: "modelroute-tls".into(),
             sans: vec!["modelroute-webhook.modelroute-system.svc".into()],
             webhook_configuration: Some("modelroute-webhook".into()),
+            owner: None,
             lifetimes: Lifetimes {
                 ca: 30 * DAY,
                 serving: 3 * DAY,

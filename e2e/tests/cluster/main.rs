@@ -39,8 +39,10 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const CRD_YAML: &str = include_str!("../../crds/modelroute.dev_modelroutes.yaml");
-const QUICKSTART_YAML: &str = include_str!("../../examples/quickstart.yaml");
+mod chart;
+
+const CRD_YAML: &str = include_str!("../../../crds/modelroute.dev_modelroutes.yaml");
+const QUICKSTART_YAML: &str = include_str!("../../../examples/quickstart.yaml");
 const CRD_NAME: &str = "modelroutes.modelroute.dev";
 const FIELD_MANAGER: &str = "modelroute-e2e";
 
@@ -516,6 +518,7 @@ impl Operator {
             .arg(tls.path())
             .args(["--grpc-listen", "127.0.0.1:0"])
             .args(["--admin-listen", "127.0.0.1:0"])
+            .args(["--webhook-listen", "127.0.0.1:0"])
             .args(["--drain-timeout", "3s"])
             .env("POD_NAMESPACE", ns)
             .env("POD_NAME", identity)
@@ -976,9 +979,14 @@ async fn a_second_operator_takes_over_from_the_leader() -> Result<()> {
 /// An upstream that answers every chat completion with the bearer token it was sent, so a
 /// test can see which key a sidecar holds.
 async fn key_echo_upstream() -> Result<SocketAddr> {
+    Ok(key_echo_stoppable().await?.0)
+}
+
+/// [`key_echo_upstream`], and a handle that takes it down (connections refused).
+async fn key_echo_stoppable() -> Result<(SocketAddr, tokio::task::AbortHandle)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(async move {
+    let accept = tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let mut buf = Vec::new();
@@ -1013,7 +1021,7 @@ async fn key_echo_upstream() -> Result<SocketAddr> {
             });
         }
     });
-    Ok(addr)
+    Ok((addr, accept.abort_handle()))
 }
 
 /// A pod labelled as injected, and a token for it (audience `modelroute`, bound to the pod)
