@@ -107,7 +107,7 @@ def test_inject_config_takes_every_value(chart: helm_python.Chart) -> None:
     assert config["tokenExpirationSeconds"] == 7200
     assert config["resources"] == {
         "requests": {"cpu": "10m", "memory": "16Mi"},
-        "limits": {"cpu": 1, "memory": "64Mi"},
+        "limits": {"cpu": "1", "memory": "64Mi"},  # a string, as the operator reads quantities
     }
     assert config["excludeNamespaces"] == ["kube-system", "monitoring"]
     # Extra env first, then OpenTelemetry's (protocol defaults to grpc).
