@@ -136,6 +136,15 @@ class Rendered:
     def text(self) -> str:
         return "\n".join(self.files.values())
 
+    def manifest(self) -> str:
+        """What `helm template` prints: every non-empty manifest under a `# Source:` line."""
+        parts = []
+        for path, text in sorted(self.files.items()):
+            if path.endswith(".txt") or not text.strip():
+                continue
+            parts.append(f"---\n# Source: {path}\n{text.strip()}\n")
+        return "".join(parts)
+
     # The operator's pieces, used everywhere.
     @property
     def deployment(self) -> dict[str, Any]:

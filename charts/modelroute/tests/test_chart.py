@@ -6,8 +6,11 @@ Run: .venv/bin/python -m pytest -q charts/modelroute/tests
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import helm_python
@@ -42,6 +45,30 @@ def test_every_manifest_is_valid_kubernetes(chart: helm_python.Chart, scenario: 
         # strict: an unknown or misplaced field is an error, as with kubectl --validate=strict
         kubernetes_validate.validate(obj, KUBES[kube].schemas, strict=True)
         assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_rendering_matches_its_golden_file(chart: helm_python.Chart, scenario: str) -> None:
+    # A template change shows up as a diff of golden/ in review. After a deliberate change:
+    #   MODELROUTE_UPDATE_GOLDEN=1 .venv/bin/python -m pytest -q charts/modelroute/tests
+    manifest = render(chart, SCENARIOS[scenario]).manifest()
+    golden = GOLDEN / f"{scenario}.yaml"
+    if os.environ.get("MODELROUTE_UPDATE_GOLDEN") == "1":
+        golden.write_text(manifest)
+    expected = golden.read_text() if golden.exists() else ""
+    diff = "".join(
+        difflib.unified_diff(
+            expected.splitlines(keepends=True), manifest.splitlines(keepends=True), str(golden), "rendered"
+        )
+    )
+    assert manifest == expected, f"rerun with MODELROUTE_UPDATE_GOLDEN=1 if intended:\n{diff}"
+
+
+def test_every_golden_file_has_a_scenario() -> None:
+    assert sorted(p.stem for p in GOLDEN.glob("*.yaml")) == sorted(SCENARIOS)
 
 
 def test_the_objects_of_a_default_install(chart: helm_python.Chart) -> None:
@@ -154,6 +181,7 @@ BAD_VALUES = [
     ({"operator": {"ports": {"webhook": "9443"}}}, "/operator/ports/webhook"),
     ({"operator": {"replicas": 0}}, "/operator/replicas"),
     ({"operator": {"logFormat": "yaml"}}, "/operator/logFormat"),
+    ({"sidecar": {"logLevel": "debug info"}}, "/sidecar/logLevel"),
     ({"sidecar": {"port": 0}}, "/sidecar/port"),
     ({"sidecar": {"nativeSidecar": "yes"}}, "/sidecar/nativeSidecar"),
     ({"sidecar": {"setEnv": ["cohere"]}}, "/sidecar/setEnv"),
