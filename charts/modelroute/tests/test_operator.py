@@ -9,7 +9,24 @@ import helm_python
 import pytest
 
 from contract import OPERATOR_FLAGS
-from rendering import APP_VERSION, NAMESPACE, RELEASE, SCENARIOS, Rendered, listen_port, render
+from rendering import APP_VERSION, NAMESPACE, RELEASE, REPO, SCENARIOS, Rendered, listen_port, render
+
+
+def flags_of_the_operator() -> set[str]:
+    """The long flags operator/src/cli.rs declares (clap derive: `pub tls_san` is `--tls-san`)."""
+    flags, attributes = set(), ""
+    for line in (REPO / "operator" / "src" / "cli.rs").read_text().splitlines():
+        if line.strip().startswith("///"):
+            continue
+        field = re.match(r"\s*pub (\w+):", line)
+        if not field:
+            attributes += line
+            continue
+        if re.search(r"#\[arg\([^\]]*\blong\b", attributes, re.DOTALL):
+            flags.add("--" + field.group(1).replace("_", "-"))
+        attributes = ""
+    return flags
+
 
 # --- ports ---------------------------------------------------------------------------------
 
@@ -46,6 +63,15 @@ def test_services_reach_the_ports_the_operator_listens_on(chart: helm_python.Cha
     # Probes hit the admin port.
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         assert rendered.container[probe]["httpGet"] == {"path": path, "port": "admin"}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_the_operator_has_every_flag_the_chart_passes(chart: helm_python.Chart, scenario: str) -> None:
+    declared = flags_of_the_operator()
+    assert {"--grpc-listen", "--tls-secret", "--leader-pod-label"} <= declared  # the parse works
+    passed = set(render(chart, SCENARIOS[scenario]).args())
+    assert passed <= declared, f"operator/src/cli.rs has no {sorted(passed - declared)}"
+    assert passed <= OPERATOR_FLAGS
 
 
 def test_services_select_the_operator_and_grpc_only_the_leader(chart: helm_python.Chart) -> None:
