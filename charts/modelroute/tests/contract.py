@@ -32,12 +32,13 @@ def cluster_rules(fullname: str, tls_mode: str) -> set[tuple[str, str, str, str]
         ("", "pods", "watch", "*"),
         ("authentication.k8s.io", "tokenreviews", "create", "*"),
     }
-    if tls_mode == "operator":
-        # Only the operator-managed mode patches the caBundle, and only of its own webhook.
-        rules |= {
-            ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", verb, f"{fullname}-webhook")
-            for verb in ("get", "list", "watch", "patch")
-        }
+    # Its own webhook configuration only: read in every mode (it owns what the operator
+    # creates); the operator-managed mode also watches and patches its caBundle.
+    verbs = ("get", "list", "watch", "patch") if tls_mode == "operator" else ("get",)
+    rules |= {
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", verb, f"{fullname}-webhook")
+        for verb in verbs
+    }
     return rules
 
 

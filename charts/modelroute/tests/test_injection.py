@@ -45,12 +45,16 @@ def test_webhooks_are_the_contract(chart: helm_python.Chart, scenario: str) -> N
     policies = values.get("webhook", {})
     namespace_entry = by_name["namespace.inject.modelroute.dev"]
     assert namespace_entry["failurePolicy"] == policies.get("namespace", {}).get("failurePolicy", "Fail")
+    excluded = values.get("injection", {}).get("excludeNamespaces", ["kube-system"])
+    # Excluded namespaces even when labelled: the operator's own pods must never wait for it.
     assert namespace_entry["namespaceSelector"] == {
-        "matchExpressions": [{"key": "modelroute.dev/inject", "operator": "In", "values": ["enabled"]}]
+        "matchExpressions": [
+            {"key": "modelroute.dev/inject", "operator": "In", "values": ["enabled"]},
+            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [*excluded, NAMESPACE]},
+        ]
     }
     pod_entry = by_name["pod.inject.modelroute.dev"]
     assert pod_entry["failurePolicy"] == policies.get("pod", {}).get("failurePolicy", "Ignore")
-    excluded = values.get("injection", {}).get("excludeNamespaces", ["kube-system"])
     assert pod_entry["namespaceSelector"] == {
         "matchExpressions": [
             {"key": "modelroute.dev/inject", "operator": "NotIn", "values": ["enabled", "disabled"]},

@@ -41,7 +41,9 @@ def test_operator_managed_tls(chart: helm_python.Chart) -> None:
 
 def mounted_tls_secret(rendered: Rendered) -> str:
     assert rendered.args().items() >= MOUNTED_TLS_ARGS.items()
-    assert not {"--tls-secret", "--webhook-configuration", "--tls-san"} & set(rendered.args())
+    assert not {"--tls-secret", "--tls-san"} & set(rendered.args())
+    # It still names the webhook configuration: the owner of the operator's Lease.
+    assert rendered.args()["--webhook-configuration"] == "modelroute-webhook"
     pod = rendered.deployment["spec"]["template"]["spec"]
     (mount,) = [m for m in rendered.container["volumeMounts"] if m["name"] == "tls"]
     assert mount == {"name": "tls", "mountPath": "/etc/modelroute/tls", "readOnly": True}
