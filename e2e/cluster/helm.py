@@ -36,6 +36,27 @@ def objects(manifest: str) -> list[dict]:
     return found
 
 
+def install(config: helm.Config, release: str, namespace: str, values: dict) -> dict:
+    """`Config.install` with `force_conflicts`, which the Python wrapper does not expose
+    (helm-python-sdk 0.2.2, pinned): Helm 4 server-side applies the chart's CRD, and in the
+    cluster suite the other tests have applied the same CRD under their own field manager.
+    Same content, so taking the fields over is harmless; without it Helm refuses."""
+    from helm_python import _native
+    from helm_python.config import _loads_obj, _opts
+
+    payload = _native.call_string(
+        "helm_install",
+        config._raw(),
+        config._context_arg(None),
+        _native.HANDLE(0),
+        CHART,
+        release,
+        json.dumps(values),
+        _opts(namespace=namespace, timeout_seconds=120, force_conflicts=True),
+    )
+    return _loads_obj(payload)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[0] not in ("install", "upgrade", "uninstall"):
         print(__doc__, file=sys.stderr)
@@ -45,7 +66,7 @@ def main(argv: list[str]) -> int:
     config = helm.Config(kubeconfig_path=os.environ["KUBECONFIG"], namespace=namespace)
     try:
         if action == "install":
-            result = config.install(CHART, release, values, namespace=namespace, timeout=120)
+            result = install(config, release, namespace, values)
         elif action == "upgrade":
             result = config.upgrade(CHART, release, values, namespace=namespace, timeout=120)
         else:

@@ -34,6 +34,22 @@ struct ObjectRef {
     namespace: Option<String>,
 }
 
+/// Where the API server reaches the local operator's webhook: loopback for the local
+/// control plane; for kind, the docker network's gateway (`MODELROUTE_E2E_WEBHOOK_HOST`,
+/// see e2e/kind/README.md).
+fn webhook_host() -> String {
+    std::env::var("MODELROUTE_E2E_WEBHOOK_HOST").unwrap_or_else(|_| "127.0.0.1".to_string())
+}
+
+/// Loopback unless the API server is elsewhere.
+fn webhook_listen_ip() -> &'static str {
+    if webhook_host() == "127.0.0.1" {
+        "127.0.0.1"
+    } else {
+        "0.0.0.0"
+    }
+}
+
 /// The Python with `helm-python-sdk` (scripts/test exports `MODELROUTE_PYTHON`).
 fn python() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("MODELROUTE_PYTHON") {
@@ -160,12 +176,12 @@ fn local_args(chart_args: &[String], grpc: Option<SocketAddr>, dir: &Path) -> Ve
         .iter()
         .map(|arg| match arg.split_once('=') {
             Some(("--grpc-listen", _)) => format!("--grpc-listen={grpc}"),
-            Some(("--webhook-listen", _)) => "--webhook-listen=127.0.0.1:0".to_string(),
+            Some(("--webhook-listen", _)) => format!("--webhook-listen={}:0", webhook_listen_ip()),
             Some(("--admin-listen", _)) => "--admin-listen=127.0.0.1:0".to_string(),
             Some(("--inject-config", _)) => {
                 format!("--inject-config={}", dir.join("inject.yaml").display())
             }
-            Some(("--tls-san", names)) => format!("--tls-san={names},127.0.0.1"),
+            Some(("--tls-san", names)) => format!("--tls-san={names},{}", webhook_host()),
             Some(("--log-format", _)) => "--log-format=text".to_string(),
             _ => arg.clone(),
         })
@@ -252,16 +268,24 @@ async fn point_webhooks_at(client: &Client, name: &str, webhook: SocketAddr) -> 
     let config = configs.get(name).await?;
     let mut ops = Vec::new();
     for (i, w) in config.webhooks.iter().flatten().enumerate() {
+        // The chart's service path, or the path of a URL set before (a restart).
+        let from_url = w.client_config.url.as_deref().and_then(|u| {
+            let after_scheme = u.split_once("://")?.1;
+            after_scheme
+                .find('/')
+                .map(|i| after_scheme[i..].to_string())
+        });
         let path = w
             .client_config
             .service
             .as_ref()
             .and_then(|s| s.path.clone())
-            .context("the chart's webhook has no service path")?;
+            .or(from_url)
+            .context("the webhook has neither a service path nor a URL")?;
         ops.push(json!({"op": "test", "path": format!("/webhooks/{i}/name"), "value": w.name}));
         ops.push(
             json!({"op": "replace", "path": format!("/webhooks/{i}/clientConfig"),
-                        "value": {"url": format!("https://127.0.0.1:{}{path}", webhook.port())}}),
+                        "value": {"url": format!("https://{}:{}{path}", webhook_host(), webhook.port())}}),
         );
     }
     let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops))?;
@@ -507,6 +531,7 @@ fn check_injected(pod: &Pod, native: bool, ca: &str) -> Result<()> {
 async fn helm_install_inject_apply_and_uninstall() -> Result<()> {
     in_namespace("chart", |client, ns| async move {
         install_crd(&client).await?;
+        default_service_account(&client, &ns).await?;
         let release = format!("journey-{}", unique_suffix());
         let installed: Installed = serde_json::from_value(
             helm(vec!["install".into(), release.clone(), ns.clone()]).await?,
@@ -576,8 +601,14 @@ async fn journey(client: &Client, ns: &str, installed: &Installed) -> Result<()>
         )?,
     )
     .await?;
-    let args = local_args(&chart_args, None, dir.path());
-    let (operator, webhook) = start_chart_operator(&args, &kubeconfig, ns, identity).await?;
+    let launcher = Launcher {
+        chart_args,
+        kubeconfig,
+        ns: ns.to_string(),
+        identity: identity.to_string(),
+        dir,
+    };
+    let (operator, webhook) = launcher.start(None).await?;
 
     // Certificates: the Secret it made (owned by the webhook configuration) is the CA the
     // API server is told to trust.
@@ -650,9 +681,17 @@ async fn journey(client: &Client, ns: &str, installed: &Installed) -> Result<()>
         .parse::<u32>()
         .unwrap_or(0)
         >= 29;
+    let chart_ns = ns.to_string();
     in_namespace("chart-app", |client, app_ns| async move {
         default_service_account(&client, &app_ns).await?;
-        apps_get_injected(&client, &app_ns, native, &ca, &operator).await
+        let ctx = AppContext {
+            native,
+            ca: &ca,
+            mwc: &mwc,
+            chart_ns: &chart_ns,
+            launcher: &launcher,
+        };
+        apps_get_injected(&client, &app_ns, &ctx, operator).await
     })
     .await?;
 
@@ -668,13 +707,40 @@ async fn journey(client: &Client, ns: &str, installed: &Installed) -> Result<()>
     Ok(())
 }
 
+/// Starts (and restarts) the operator with the chart's arguments.
+struct Launcher {
+    chart_args: Vec<String>,
+    kubeconfig: PathBuf,
+    ns: String,
+    identity: String,
+    /// Holds the kubeconfig and the inject config.
+    dir: TempDir,
+}
+
+impl Launcher {
+    /// On `grpc` (a restart keeps the port the sidecars know) or a free one.
+    async fn start(&self, grpc: Option<SocketAddr>) -> Result<(Operator, SocketAddr)> {
+        let args = local_args(&self.chart_args, grpc, self.dir.path());
+        start_chart_operator(&args, &self.kubeconfig, &self.ns, &self.identity).await
+    }
+}
+
+/// What the app part of the journey needs from the chart part.
+struct AppContext<'a> {
+    native: bool,
+    ca: &'a str,
+    mwc: &'a str,
+    chart_ns: &'a str,
+    launcher: &'a Launcher,
+}
+
 async fn apps_get_injected(
     client: &Client,
     ns: &str,
-    native: bool,
-    ca: &str,
-    operator: &Operator,
+    ctx: &AppContext<'_>,
+    running: Operator,
 ) -> Result<()> {
+    let (native, ca, operator) = (ctx.native, ctx.ca, &running);
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let pp = PostParams::default();
     let annotated = json!({"modelroute.dev/inject": "true"});
@@ -771,7 +837,50 @@ async fn apps_get_injected(
             "a key in a log:\n{log}"
         );
     }
-    Ok(())
+    restart_loses_nothing(client, ns, ctx, running, &sidecar).await
+}
+
+/// The operator stops (SIGTERM) and comes back on the same port: the sidecar serves its
+/// last config meanwhile, the certificates are the same (sidecars and the API server keep
+/// trusting them), and the sidecar is pushed changes again.
+async fn restart_loses_nothing(
+    client: &Client,
+    ns: &str,
+    ctx: &AppContext<'_>,
+    operator: Operator,
+    sidecar: &SidecarProcess,
+) -> Result<()> {
+    let chart_secrets: Api<Secret> = Api::namespaced(client.clone(), ctx.chart_ns);
+    let certificate = |list: Vec<Secret>| {
+        list.into_iter()
+            .find(|s| s.type_.as_deref() == Some("kubernetes.io/tls"))
+            .and_then(|s| s.data)
+    };
+    let before = certificate(chart_secrets.list(&ListParams::default()).await?.items);
+    let grpc = operator.grpc;
+    tokio::task::spawn_blocking(move || drop(operator)).await?;
+    ensure!(
+        answer(sidecar, "chat").await?.as_deref() == Ok("sk-fallback-1"),
+        "the sidecar stopped serving while the operator was away"
+    );
+    let (operator, webhook) = ctx.launcher.start(Some(grpc)).await?;
+    let after = certificate(chart_secrets.list(&ListParams::default()).await?.items);
+    ensure!(
+        before.is_some() && before == after,
+        "the certificates changed across a restart"
+    );
+    point_webhooks_at(client, ctx.mwc, webhook).await?;
+    let back = until("the caBundle after the restart", &operator, || {
+        ca_bundle(client, ctx.mwc)
+    })
+    .await?;
+    ensure!(back == ctx.ca, "a different CA after the restart");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let rotate = json!({"stringData": {"fallback": "sk-fallback-2"}});
+    secrets
+        .patch("llm-keys", &PatchParams::default(), &Patch::Merge(&rotate))
+        .await?;
+    until_answer(sidecar, "chat", Ok("sk-fallback-2"), &operator).await
 }
 
 /// `helm uninstall`; then nothing the chart made is left, and what the operator made is
