@@ -10,6 +10,7 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod handler;
+pub mod limits;
 pub mod provider;
 pub mod route;
 pub mod secret;
