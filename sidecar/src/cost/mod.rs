@@ -2,7 +2,9 @@
 //!
 //! - [`usage`] turns each provider's usage object into one [`TokenUsage`], whose parts are
 //!   disjoint so each is billed once at its own rate.
-//! - [`cost`] multiplies it by a [`Price`], and marks the cost of estimated usage.
+//! - [`prices`] is the built-in price table (`prices.yaml`, see docs/pricing.md) and the
+//!   lookup rules: exact model name, then a documented alias or dated snapshot.
+//! - [`cost`] multiplies the two, and marks the cost of estimated usage.
 //!
 //! Money is an integer number of nano-USD (10⁻⁹ USD), never a float. Budgets add millions
 //! of tiny amounts across sidecars and the operator and compare the sum with a limit: float
@@ -12,11 +14,13 @@
 //! a `u64` of nano-USD holds 18 billion USD. Rates are integers too: pico-USD per token
 //! (USD per million tokens × 10⁶), enough for six decimals of a per-million price.
 
+pub mod prices;
 pub mod usage;
 
 use std::fmt;
 use std::ops::{Add, AddAssign};
 
+pub use prices::{PriceTable, PriceTableError, Vendor};
 pub use usage::{TokenUsage, UsageFormat};
 
 /// A price per token in pico-USD (10⁻¹² USD): a provider's "USD per million tokens" × 10⁶.

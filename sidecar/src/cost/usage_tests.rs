@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::cost::{PriceTable, Vendor, cost};
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/src/cost/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -400,4 +401,53 @@ fn malformed_counts_are_errors() {
             "{bad}"
         );
     }
+}
+
+#[test]
+fn documented_examples_cost_what_the_price_lists_say() {
+    let table = PriceTable::builtin().unwrap();
+    let priced = |name: &str, format, vendor, model: &str| {
+        let (usage, _) = usage_of(name, format);
+        cost(&usage, table.lookup(vendor, model).unwrap()).nano_usd
+    };
+    // 2048 × $3 + 1800 × $0.30 + 148 × $3.75 + 100 × $6 + 503 × $15, per million.
+    assert_eq!(
+        priced(
+            "anthropic_usage_cache.json",
+            UsageFormat::Anthropic,
+            Vendor::Anthropic,
+            "claude-sonnet-4-5-20250929"
+        ),
+        15_384_000
+    );
+    // 3808 × $1.25 + 8192 × $0.125 + (50 + 300) × $10, per million.
+    assert_eq!(
+        priced(
+            "gemini_usage_cached_thoughts.json",
+            UsageFormat::Gemini,
+            Vendor::Gemini,
+            "gemini-2.5-pro"
+        ),
+        9_284_000
+    );
+    // 86 × $1.10 + 1920 × $0.275 + 1300 × $4.40, per million.
+    assert_eq!(
+        priced(
+            "openai_chat_cached_reasoning.json",
+            UsageFormat::OpenAiChat,
+            Vendor::OpenAi,
+            "o4-mini-2025-04-16"
+        ),
+        94_600 + 528_000 + 5_720_000
+    );
+    // 176 × $0.30 + 1024 × $0.006 + 300 × $1.20, per million (DeepSeek's peak rates).
+    assert_eq!(
+        priced(
+            "deepseek_chat_cache.json",
+            UsageFormat::OpenAiChat,
+            Vendor::DeepSeek,
+            "deepseek-flash"
+        ),
+        52_800 + 6_144 + 360_000
+    );
 }
