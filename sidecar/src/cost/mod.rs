@@ -4,7 +4,8 @@
 //!   disjoint so each is billed once at its own rate.
 //! - [`prices`] is the built-in price table (`prices.yaml`, see docs/pricing.md) and the
 //!   lookup rules: exact model name, then a documented alias or dated snapshot.
-//! - [`cost`] multiplies the two, and marks the cost of estimated usage.
+//! - [`cost`] multiplies the two; [`estimate_tokens`] stands in for a usage the provider
+//!   did not send, and marks the cost as estimated.
 //!
 //! Money is an integer number of nano-USD (10⁻⁹ USD), never a float. Budgets add millions
 //! of tiny amounts across sidecars and the operator and compare the sum with a limit: float
@@ -14,12 +15,14 @@
 //! a `u64` of nano-USD holds 18 billion USD. Rates are integers too: pico-USD per token
 //! (USD per million tokens × 10⁶), enough for six decimals of a per-million price.
 
+mod estimate;
 pub mod prices;
 pub mod usage;
 
 use std::fmt;
 use std::ops::{Add, AddAssign};
 
+pub use estimate::estimate_tokens;
 pub use prices::{PriceTable, PriceTableError, Vendor};
 pub use usage::{TokenUsage, UsageFormat};
 
@@ -77,7 +80,7 @@ pub struct Price {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cost {
     pub nano_usd: u64,
-    /// Some usage behind this amount was estimated, not reported by the provider.
+    /// Some usage behind this amount was estimated ([`estimate_tokens`]), not reported.
     pub estimated: bool,
 }
 

@@ -42,8 +42,8 @@ pub struct TokenUsage {
     /// Reasoning ("thinking") tokens: generated, billed at the output rate, mostly not
     /// shown to the client.
     pub reasoning: u64,
-    /// The counts were estimated because the provider sent none; a cost from them is
-    /// marked estimated.
+    /// The counts were estimated ([`estimate_tokens`](super::estimate_tokens)) because the
+    /// provider sent none; a cost from them is marked estimated.
     pub estimated: bool,
 }
 
@@ -152,7 +152,8 @@ impl TokenUsage {
         })
     }
 
-    /// Usage estimated from the text because the provider reported none.
+    /// Usage counted by [`estimate_tokens`](super::estimate_tokens) because the provider
+    /// reported none.
     pub fn estimated(input: u64, output: u64) -> TokenUsage {
         TokenUsage {
             input,
