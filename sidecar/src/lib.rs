@@ -7,6 +7,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod cost;
 pub mod dispatch;
 pub mod error;
 pub mod handler;
