@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod index;
 pub mod inject;
 pub mod leader;
+pub mod ledger;
 pub mod metrics;
 pub mod source;
 pub mod tls;
