@@ -6,10 +6,12 @@
 //! ModelRoute is judged the same way wherever it is loaded.
 
 mod duration;
+mod money;
 pub mod v1alpha1;
 pub mod validate;
 
 pub use duration::Duration;
+pub use money::{MoneyError, TokenPrice, Usd};
 pub use v1alpha1::{ModelRoute, ModelRouteSpec, ModelRouteStatus, SidecarCounts};
 pub use validate::{Invalid, validate};
 
