@@ -9,11 +9,13 @@ mod duration;
 mod money;
 pub mod v1alpha1;
 pub mod validate;
+mod window;
 
 pub use duration::Duration;
 pub use money::{MoneyError, TokenPrice, Usd};
 pub use v1alpha1::{ModelRoute, ModelRouteSpec, ModelRouteStatus, SidecarCounts};
 pub use validate::{Invalid, validate};
+pub use window::{Window, WindowId, WindowIdError};
 
 /// The ModelRoute files of a directory, sorted: `*.yaml` and `*.yml`, hidden entries
 /// skipped (which also skips the `..data` links of a mounted ConfigMap). Shared by the
