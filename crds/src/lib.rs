@@ -6,12 +6,16 @@
 //! ModelRoute is judged the same way wherever it is loaded.
 
 mod duration;
+mod money;
 pub mod v1alpha1;
 pub mod validate;
+mod window;
 
 pub use duration::Duration;
+pub use money::{MoneyError, TokenPrice, Usd};
 pub use v1alpha1::{ModelRoute, ModelRouteSpec, ModelRouteStatus, SidecarCounts};
-pub use validate::{Invalid, validate};
+pub use validate::{Invalid, LIMITS_ENFORCED, validate};
+pub use window::{Window, WindowId, WindowIdError};
 
 /// The ModelRoute files of a directory, sorted: `*.yaml` and `*.yml`, hidden entries
 /// skipped (which also skips the `..data` links of a mounted ConfigMap). Shared by the

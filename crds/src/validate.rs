@@ -12,6 +12,10 @@ use crate::v1alpha1::{
     ApiKeySource, MockFailure, ModelRouteSpec, ProviderKind, ProviderSpec, RouteSpec,
 };
 
+mod limits;
+
+pub use limits::LIMITS_ENFORCED;
+
 /// One problem with a ModelRoute.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invalid {
@@ -54,14 +58,13 @@ pub fn validate(spec: &ModelRouteSpec) -> Vec<Invalid> {
             problems.add(format!("{path}.rules"), reserved("match rules"));
         }
     }
-    for (field, set, what) in [
-        ("budgets", spec.budgets.is_some(), "budgets"),
-        ("rateLimits", spec.rate_limits.is_some(), "rate limits"),
-        ("cache", spec.cache.is_some(), "the response cache"),
-    ] {
-        if set {
-            problems.add(format!("spec.{field}"), reserved(what));
-        }
+    let known = limits::Known {
+        providers: &names,
+        aliases: &aliases,
+    };
+    limits::check(spec, &known, &mut problems);
+    if spec.cache.is_some() {
+        problems.add("spec.cache".into(), reserved("the response cache"));
     }
     problems.0
 }

@@ -1,9 +1,12 @@
 //! `modelroute.dev/v1alpha1`: the first served version of ModelRoute.
 //!
 //! A ModelRoute names the upstream providers a workload may use and the routes that map the
-//! model aliases the application asks for onto those providers.
+//! model aliases the application asks for onto those providers, with what they may spend
+//! and how fast they may call.
 
+mod limits;
 mod policy;
+mod pricing;
 mod provider;
 pub(crate) mod reserved;
 mod route;
@@ -13,7 +16,12 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use limits::{
+    BudgetSpec, ControlPlaneLoss, ControlPlaneLossMode, DEFAULT_LOSS_CAP_PERCENT, DowngradeTarget,
+    Exhausted, OnExhausted, RateLimitSpec, Scope, ScopeKind,
+};
 pub use policy::{CircuitBreakerPolicy, RetryPolicy, Timeouts};
+pub use pricing::{ANY_MODEL, PriceOverride};
 pub use provider::{
     ApiKeySource, MockFailure, MockFailureMode, MockSpec, ProviderKind, ProviderSpec, SecretKeyRef,
 };
@@ -47,15 +55,24 @@ pub struct ModelRouteSpec {
     #[serde(default)]
     #[schemars(length(max = 256))]
     pub routes: Vec<RouteSpec>,
-    /// Reserved for spend budgets (USD per window and scope). Not yet implemented: a
-    /// ModelRoute that sets it is refused rather than silently unenforced.
+    /// Prices (USD per 1M tokens) that replace the built-in price table for models of this
+    /// ModelRoute's providers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub pricing: Vec<PriceOverride>,
+    /// Spend limits in USD per window (hourly to monthly on the UTC calendar, or total) and
+    /// scope (the route, each pod, each value of a header, each `user`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub budgets: Vec<BudgetSpec>,
+    /// Requests and tokens per minute, per scope like budgets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub rate_limits: Vec<RateLimitSpec>,
+    /// What sidecars do about budgets while the operator is unreachable, once their
+    /// allowance is spent. Default: fail open, up to 1% of each budget per sidecar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "reserved::list")]
-    pub budgets: Option<serde_json::Value>,
-    /// Reserved for request and token rate limits. Not yet implemented (refused if set).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "reserved::list")]
-    pub rate_limits: Option<serde_json::Value>,
+    pub on_control_plane_loss: Option<ControlPlaneLoss>,
     /// Reserved for the response cache. Not yet implemented (refused if set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "reserved::object")]
