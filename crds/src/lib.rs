@@ -14,7 +14,7 @@ mod window;
 pub use duration::Duration;
 pub use money::{MoneyError, TokenPrice, Usd};
 pub use v1alpha1::{ModelRoute, ModelRouteSpec, ModelRouteStatus, SidecarCounts};
-pub use validate::{Invalid, LIMITS_ENFORCED, validate};
+pub use validate::{CREDENTIAL_HEADERS, Invalid, LIMITS_ENFORCED, validate};
 pub use window::{Window, WindowId, WindowIdError};
 
 /// The ModelRoute files of a directory, sorted: `*.yaml` and `*.yml`, hidden entries

@@ -14,7 +14,7 @@ use crate::v1alpha1::{
 
 mod limits;
 
-pub use limits::LIMITS_ENFORCED;
+pub use limits::{CREDENTIAL_HEADERS, LIMITS_ENFORCED};
 
 /// One problem with a ModelRoute.
 #[derive(Clone, Debug, PartialEq, Eq)]

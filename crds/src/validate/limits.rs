@@ -15,8 +15,8 @@ use crate::{Usd, Window};
 pub const LIMITS_ENFORCED: bool = false;
 
 /// Headers whose values are credentials: counting by them would keep secrets in status and
-/// metrics.
-const CREDENTIAL_HEADERS: [&str; 6] = [
+/// metrics, and the sidecar never forwards them upstream (it sends the provider's key).
+pub const CREDENTIAL_HEADERS: [&str; 6] = [
     "authorization",
     "proxy-authorization",
     "cookie",

@@ -199,27 +199,10 @@ async fn start_chart_operator(
     let binary = operator_binary().await?;
     let mut cmd = std::process::Command::new(&binary);
     cmd.args(args)
-        .args(["--drain-timeout", "3s"])
         .env("KUBECONFIG", kubeconfig)
-        .env("POD_NAMESPACE", ns)
-        .env("POD_NAME", identity)
-        .env("MODELROUTE_LOG", "info,modelroute_operator=debug")
-        .env_remove("RUST_LOG");
-    let name = format!("operator {identity} (chart RBAC)");
-    let (guard, line) = tokio::task::spawn_blocking(move || {
-        ChildGuard::spawn(&name, cmd, OPERATOR_READY, Duration::from_secs(30))
-    })
-    .await??;
-    let admin = field(&line, "admin=").with_context(|| format!("no admin= in {line}"))?;
-    let grpc = field(&line, "grpc=").with_context(|| format!("no grpc= in {line}"))?;
+        .env("POD_NAMESPACE", ns);
+    let (operator, line) = Operator::spawn(cmd, identity, tempfile::tempdir()?).await?;
     let webhook = field(&line, "webhook=").with_context(|| format!("no webhook= in {line}"))?;
-    let operator = Operator {
-        guard,
-        identity: identity.to_string(),
-        admin,
-        grpc,
-        tls: tempfile::tempdir()?,
-    };
     Ok((operator, webhook))
 }
 

@@ -519,10 +519,20 @@ impl Operator {
             .args(["--grpc-listen", "127.0.0.1:0"])
             .args(["--admin-listen", "127.0.0.1:0"])
             .args(["--webhook-listen", "127.0.0.1:0"])
-            .args(["--drain-timeout", "3s"])
             .env("POD_NAMESPACE", ns)
+            .env("MODELROUTE_LEASE_NAME", lease);
+        Ok(Self::spawn(cmd, identity, tls).await?.0)
+    }
+
+    /// Runs `cmd`, an operator command line, as replica `identity` until it logs that it
+    /// listens; also returns that line.
+    async fn spawn(
+        mut cmd: std::process::Command,
+        identity: &str,
+        tls: TempDir,
+    ) -> Result<(Self, String)> {
+        cmd.args(["--drain-timeout", "3s"])
             .env("POD_NAME", identity)
-            .env("MODELROUTE_LEASE_NAME", lease)
             .env("MODELROUTE_LOG", "info,modelroute_operator=debug")
             .env_remove("RUST_LOG");
         let name = format!("operator {identity}");
@@ -532,13 +542,14 @@ impl Operator {
         .await??;
         let admin = field(&line, "admin=").with_context(|| format!("no admin= in {line}"))?;
         let grpc = field(&line, "grpc=").with_context(|| format!("no grpc= in {line}"))?;
-        Ok(Self {
+        let operator = Self {
             guard,
             identity: identity.to_owned(),
             admin,
             grpc,
             tls,
-        })
+        };
+        Ok((operator, line))
     }
 
     /// `GET` of an admin path, over plain HTTP/1.0.

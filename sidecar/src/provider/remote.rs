@@ -4,6 +4,7 @@
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response};
 use http_body_util::{BodyExt, Full};
+use modelroute_crds::CREDENTIAL_HEADERS;
 
 use super::client::HttpClient;
 use super::wire::{ANTHROPIC_VERSION, Wire};
@@ -30,8 +31,9 @@ pub struct HttpProvider {
     pub client: HttpClient,
 }
 
-/// Client headers never sent upstream: hop-by-hop headers, credentials (the sidecar
-/// injects the provider's own), and what the sidecar sets itself.
+/// Client headers never sent upstream: hop-by-hop headers and what the sidecar sets
+/// itself — and, besides these, credentials ([`CREDENTIAL_HEADERS`]: the sidecar injects
+/// the provider's own).
 const DROPPED: &[&str] = &[
     "connection",
     "keep-alive",
@@ -45,12 +47,6 @@ const DROPPED: &[&str] = &[
     "content-type",
     // Streams must arrive uncompressed so the relay can read them.
     "accept-encoding",
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "api-key",
-    "x-api-key",
-    "x-goog-api-key",
 ];
 
 // === impl HttpProvider ===
@@ -116,6 +112,7 @@ pub fn forward_headers(from: &HeaderMap, to: &mut HeaderMap) {
     for (name, value) in from {
         let n = name.as_str();
         if DROPPED.contains(&n)
+            || CREDENTIAL_HEADERS.contains(&n)
             || n.starts_with("x-modelroute-")
             || connection_listed.iter().any(|c| c.eq_ignore_ascii_case(n))
         {
