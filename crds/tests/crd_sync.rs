@@ -202,3 +202,32 @@ fn merge(into: &mut serde_json::Value, changes: serde_json::Value) {
         into.extend(changes);
     }
 }
+
+/// CEL rules (`x-kubernetes-validations`) only beneath an array's `items`: API servers before 1.23
+/// do not know the field, and their server-side apply (Helm 4, `kubectl apply
+/// --server-side`) refuses it wherever their typed schema is closed — everywhere but
+/// `items`, whose subtree it leaves open. There the rules wait, ignored, until the server knows
+/// them; the cluster suite applies the CRD to a 1.20 server this way.
+#[test]
+fn cel_rules_sit_only_under_array_items() {
+    fn walk(v: &serde_json::Value, path: &mut Vec<String>, bad: &mut Vec<String>) {
+        if let Some(map) = v.as_object() {
+            for (k, child) in map {
+                if k == "x-kubernetes-validations" && !path.iter().any(|p| p == "items") {
+                    bad.push(path.join("."));
+                }
+                path.push(k.clone());
+                walk(child, path, bad);
+                path.pop();
+            }
+        } else if let Some(list) = v.as_array() {
+            for child in list {
+                walk(child, path, bad);
+            }
+        }
+    }
+    let crd = serde_json::to_value(ModelRoute::crd()).unwrap();
+    let mut bad = Vec::new();
+    walk(&crd, &mut Vec::new(), &mut bad);
+    assert!(bad.is_empty(), "CEL rules outside array items: {bad:?}");
+}
