@@ -918,11 +918,17 @@ async fn operator_holds_its_lease() -> Result<()> {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let ready = operator.admin_get("/readyz").await?;
-        ensure!(
-            ready.starts_with("HTTP/1.1 200") || ready.starts_with("HTTP/1.0 200"),
-            "/readyz: {ready}"
-        );
+        // Ready once its watches have listed everything, which is independent of (and may
+        // come after) taking the Lease.
+        let deadline = tokio::time::Instant::now() + OPERATOR_PATIENCE;
+        loop {
+            let ready = operator.admin_get("/readyz").await?;
+            if ready.starts_with("HTTP/1.1 200") || ready.starts_with("HTTP/1.0 200") {
+                break;
+            }
+            ensure!(tokio::time::Instant::now() < deadline, "/readyz: {ready}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
 
         drop(operator);
         let holder = lease_holder(&client, &ns, "modelroute-operator").await?;
