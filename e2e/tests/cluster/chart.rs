@@ -337,10 +337,7 @@ async fn start_injected_sidecar(
         .collect();
     std::fs::write(dir.path().join("labels"), labels)?;
 
-    let binary = tokio::task::spawn_blocking(|| {
-        binaries::build(&binaries::workspace(), "modelroute-sidecar", Profile::Dev)
-    })
-    .await??;
+    let binary = sidecar_binary().await?;
     let mut cmd = std::process::Command::new(binary);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default());
@@ -374,21 +371,7 @@ async fn start_injected_sidecar(
     .env("MODELROUTE_DRAIN_TIMEOUT", "1s")
     .env("POD_NAMESPACE", &ns)
     .env("POD_NAME", &name);
-    let (guard, line) = tokio::task::spawn_blocking(move || {
-        ChildGuard::spawn(
-            "injected sidecar",
-            cmd,
-            "modelroute sidecar listening",
-            Duration::from_secs(30),
-        )
-    })
-    .await??;
-    let proxy = field(&line, "proxy=").with_context(|| format!("no proxy= in {line}"))?;
-    Ok(SidecarProcess {
-        guard,
-        proxy,
-        _dir: dir,
-    })
+    SidecarProcess::spawn(cmd, "injected sidecar".to_string(), dir).await
 }
 
 fn pod(name: &str, labels: Value, annotations: Value) -> Result<Pod> {

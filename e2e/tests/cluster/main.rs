@@ -1090,10 +1090,7 @@ async fn start_sidecar(
     pod: &str,
     token: &str,
 ) -> Result<SidecarProcess> {
-    let binary = tokio::task::spawn_blocking(|| {
-        binaries::build(&binaries::workspace(), "modelroute-sidecar", Profile::Dev)
-    })
-    .await??;
+    let binary = sidecar_binary().await?;
     let dir = tempfile::tempdir()?;
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, token)?;
@@ -1108,22 +1105,37 @@ async fn start_sidecar(
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(["--drain-timeout", "1s"])
         .env_remove("RUST_LOG");
-    let name = format!("sidecar {pod}");
-    let (guard, line) = tokio::task::spawn_blocking(move || {
-        ChildGuard::spawn(
-            &name,
-            cmd,
-            "modelroute sidecar listening",
-            Duration::from_secs(30),
-        )
+    SidecarProcess::spawn(cmd, format!("sidecar {pod}"), dir).await
+}
+
+/// The sidecar executable (debug), built once.
+async fn sidecar_binary() -> Result<PathBuf> {
+    tokio::task::spawn_blocking(|| {
+        binaries::build(&binaries::workspace(), "modelroute-sidecar", Profile::Dev)
     })
-    .await??;
-    let proxy = field(&line, "proxy=").with_context(|| format!("no proxy= in {line}"))?;
-    Ok(SidecarProcess {
-        guard,
-        proxy,
-        _dir: dir,
-    })
+    .await?
+}
+
+impl SidecarProcess {
+    /// Runs `cmd`, a sidecar command line, until it logs that it listens; `dir` holds its
+    /// files for as long as it runs.
+    async fn spawn(cmd: std::process::Command, name: String, dir: TempDir) -> Result<Self> {
+        let (guard, line) = tokio::task::spawn_blocking(move || {
+            ChildGuard::spawn(
+                &name,
+                cmd,
+                "modelroute sidecar listening",
+                Duration::from_secs(30),
+            )
+        })
+        .await??;
+        let proxy = field(&line, "proxy=").with_context(|| format!("no proxy= in {line}"))?;
+        Ok(Self {
+            guard,
+            proxy,
+            _dir: dir,
+        })
+    }
 }
 
 /// What the sidecar answers for `model`: the echoed key, or the HTTP status.
