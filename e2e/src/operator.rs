@@ -165,14 +165,14 @@ impl SimulatedSidecar {
         Ok(Self { tx, inbound })
     }
 
-    /// The next snapshot; `None` when the stream ended.
+    /// The next snapshot (other messages skipped); `None` when the stream ended.
     pub async fn next(&mut self) -> anyhow::Result<Option<Snapshot>> {
-        Ok(self
-            .inbound
-            .message()
-            .await?
-            .and_then(|m| m.message)
-            .map(|operator_message::Message::Snapshot(s)| s))
+        while let Some(message) = self.inbound.message().await? {
+            if let Some(operator_message::Message::Snapshot(s)) = message.message {
+                return Ok(Some(s));
+            }
+        }
+        Ok(None)
     }
 
     pub async fn ack(&self, s: &Snapshot) -> anyhow::Result<()> {

@@ -219,6 +219,10 @@ impl Session {
                     d.registry.nacked(id, s.cut.routes.clone(), reason);
                 }
             }
+            // The budget ledger is not wired yet: spend reports are dropped.
+            Some(sidecar_message::Message::Usage(_)) => {
+                debug!(%pod, "usage report ignored: no ledger");
+            }
             Some(sidecar_message::Message::Hello(_)) => {
                 return Err(d.protocol_error("hello_again", "hello sent twice on one stream"));
             }

@@ -128,6 +128,7 @@ impl Session {
             .expect("no message within 10s")?;
         Ok(message.map(|m| match m.message {
             Some(operator_message::Message::Snapshot(s)) => s,
+            Some(operator_message::Message::Grants(g)) => panic!("expected a snapshot, got {g:?}"),
             None => panic!("empty operator message"),
         }))
     }
