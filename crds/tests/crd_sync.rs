@@ -33,12 +33,7 @@ fn every_example_is_a_valid_modelroute() {
         let docs = modelroute_crds::from_yaml_documents(&text)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for doc in docs {
-            // Until budgets and rate limits are enforced, validate refuses them on purpose:
-            // examples/budgets.yaml must then be refused for that reason and no other.
-            let problems: Vec<_> = modelroute_crds::validate(&doc.spec)
-                .into_iter()
-                .filter(|p| modelroute_crds::LIMITS_ENFORCED || !is_not_enforced(p))
-                .collect();
+            let problems = modelroute_crds::validate(&doc.spec);
             assert!(problems.is_empty(), "{}: {problems:?}", path.display());
             seen += 1;
         }
@@ -46,25 +41,14 @@ fn every_example_is_a_valid_modelroute() {
     assert!(seen >= 1, "no examples found in {dir}");
 }
 
-/// Whether `p` is the refusal of budgets or rate limits this version cannot enforce yet.
-fn is_not_enforced(p: &modelroute_crds::Invalid) -> bool {
-    matches!(p.path.as_str(), "spec.budgets" | "spec.rateLimits")
-        && p.message.contains("not enforced yet")
-}
-
 #[test]
-fn the_budgets_example_is_refused_only_until_limits_are_enforced() {
+fn the_budgets_example_is_valid_now_that_limits_are_enforced() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/budgets.yaml");
     let text = std::fs::read_to_string(path).unwrap();
     let docs = modelroute_crds::from_yaml_documents(&text).unwrap();
+    assert!(!docs[0].spec.budgets.is_empty() && !docs[0].spec.rate_limits.is_empty());
     let problems = modelroute_crds::validate(&docs[0].spec);
-    let refused: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-    if modelroute_crds::LIMITS_ENFORCED {
-        assert!(refused.is_empty(), "{problems:?}");
-    } else {
-        assert_eq!(refused, ["spec.budgets", "spec.rateLimits"], "{problems:?}");
-        assert!(problems.iter().all(is_not_enforced), "{problems:?}");
-    }
+    assert!(problems.is_empty(), "{problems:?}");
 }
 
 /// The CRD's OpenAPI schema, as the API server will check objects against it.

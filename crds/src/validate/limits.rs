@@ -12,7 +12,7 @@ use crate::{Usd, Window};
 /// Whether this version enforces `spec.budgets` and `spec.rateLimits`. While it does not,
 /// [`crate::validate`] refuses a ModelRoute that sets either, rather than run it without the
 /// limits it asks for. The only switch: set it to `true` when enforcement is wired in.
-pub const LIMITS_ENFORCED: bool = false;
+pub const LIMITS_ENFORCED: bool = true;
 
 /// Headers whose values are credentials: counting by them would keep secrets in status and
 /// metrics, and the sidecar never forwards them upstream (it sends the provider's key).

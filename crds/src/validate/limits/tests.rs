@@ -46,38 +46,15 @@ fn with(extra: &str) -> ModelRouteSpec {
     spec(&format!("{BASE}{extra}"))
 }
 
-/// Whether `p` is the refusal of limits this version cannot enforce yet.
-fn is_not_enforced(p: &crate::Invalid) -> bool {
-    p.message.contains("not enforced yet (issue 6 in progress)")
-}
-
-/// The paths of every problem but the not-enforced-yet refusal.
+/// The paths of every problem.
 fn problems(spec: &ModelRouteSpec) -> Vec<String> {
-    validate(spec)
-        .into_iter()
-        .filter(|p| !is_not_enforced(p))
-        .map(|p| p.path)
-        .collect()
+    validate(spec).into_iter().map(|p| p.path).collect()
 }
 
 #[test]
-fn a_good_spec_has_no_problems_but_is_refused_until_enforced() {
+fn a_good_spec_has_no_problems_now_that_limits_are_enforced() {
     let s = with(LIMITS);
     assert_eq!(problems(&s), Vec::<String>::new());
-    let refused: Vec<_> = validate(&s).into_iter().filter(is_not_enforced).collect();
-    if LIMITS_ENFORCED {
-        assert_eq!(refused, vec![]);
-    } else {
-        let paths: Vec<_> = refused.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(paths, ["spec.budgets", "spec.rateLimits"]);
-        assert!(
-            refused[0]
-                .message
-                .starts_with("budgets are not enforced yet (issue 6 in progress)"),
-            "{}",
-            refused[0]
-        );
-    }
 }
 
 #[test]
