@@ -12,8 +12,8 @@ pub mod validate;
 mod window;
 
 pub use duration::Duration;
-pub use money::{MoneyError, TokenPrice, Usd};
-pub use v1alpha1::{ModelRoute, ModelRouteSpec, ModelRouteStatus, SidecarCounts};
+pub use money::{MoneyError, NanoUsd, TokenPrice, Usd};
+pub use v1alpha1::{BudgetStatus, ModelRoute, ModelRouteSpec, ModelRouteStatus, SidecarCounts};
 pub use validate::{CREDENTIAL_HEADERS, Invalid, LIMITS_ENFORCED, validate};
 pub use window::{Window, WindowId, WindowIdError};
 

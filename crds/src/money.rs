@@ -11,12 +11,16 @@
 //! [`Usd::from_picos_ceil`] turns such a cost into an amount, rounding up so spend is never
 //! under-counted (by at most 1 micro-USD per conversion).
 
+mod nano;
+
 use std::fmt;
 use std::str::FromStr;
 
 use schemars::JsonSchema;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use nano::NanoUsd;
 
 /// An amount of US dollars, exact to the micro-dollar. Written as a whole number (`500`) or a
 /// decimal string with at most 6 decimals (`"12.50"`), never negative.
@@ -309,6 +313,12 @@ impl std::error::Error for MoneyError {}
 
 /// Reads a plain decimal (`12`, `12.5`, `0.000001`) into millionths, exactly.
 fn parse_micros(s: &str, unit: &str) -> Result<u64, MoneyError> {
+    parse_fixed(s, 6, unit)
+}
+
+/// Reads a plain decimal with at most `decimals` decimals into units of 10^-decimals,
+/// exactly.
+fn parse_fixed(s: &str, decimals: usize, unit: &str) -> Result<u64, MoneyError> {
     let t = s.trim();
     let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
     let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
@@ -320,28 +330,36 @@ fn parse_micros(s: &str, unit: &str) -> Result<u64, MoneyError> {
             "{t:?} is not a decimal number; write it like 12 or 12.50"
         )));
     }
-    if frac.len() > 6 {
+    if frac.len() > decimals {
         return Err(MoneyError(format!(
-            "{t:?} has more than 6 decimals ({unit})"
+            "{t:?} has more than {decimals} decimals ({unit})"
         )));
     }
     let too_large = || MoneyError(format!("{t:?} is too large"));
     let whole: u64 = whole.parse().map_err(|_| too_large())?;
-    // Right-pad the decimals to exactly 6 digits: "5" -> 500000 millionths.
-    let frac: u64 = format!("{frac:0<6}").parse().map_err(|_| too_large())?;
+    // Right-pad the decimals: with 6, "5" -> 500000 millionths.
+    let frac: u64 = format!("{frac:0<decimals$}")
+        .parse()
+        .map_err(|_| too_large())?;
     whole
-        .checked_mul(MICROS)
+        .checked_mul(10u64.pow(decimals as u32))
         .and_then(|w| w.checked_add(frac))
         .ok_or_else(too_large)
 }
 
 /// Writes millionths as the shortest plain decimal: 12500000 -> `12.5`.
 fn write_micros(f: &mut fmt::Formatter<'_>, micros: u64) -> fmt::Result {
-    let (whole, frac) = (micros / MICROS, micros % MICROS);
+    write_fixed(f, micros, 6)
+}
+
+/// Writes units of 10^-decimals as the shortest plain decimal.
+fn write_fixed(f: &mut fmt::Formatter<'_>, units: u64, decimals: usize) -> fmt::Result {
+    let scale = 10u64.pow(decimals as u32);
+    let (whole, frac) = (units / scale, units % scale);
     if frac == 0 {
         return write!(f, "{whole}");
     }
-    let frac = format!("{frac:06}");
+    let frac = format!("{frac:0decimals$}");
     write!(f, "{whole}.{}", frac.trim_end_matches('0'))
 }
 

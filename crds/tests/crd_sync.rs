@@ -215,3 +215,54 @@ fn cel_rules_sit_only_under_array_items() {
     walk(&crd, &mut Vec::new(), &mut bad);
     assert!(bad.is_empty(), "CEL rules outside array items: {bad:?}");
 }
+
+/// `status.budgets` as the ledger writes it matches the schema: amounts as exact decimal
+/// strings, no empty scope value (Kubernetes 1.20's server-side apply would store it as
+/// null), and the schema refuses floats and over-precise amounts.
+#[test]
+fn budget_status_as_written_matches_the_schema() {
+    use modelroute_crds::{BudgetStatus, ModelRouteStatus, NanoUsd};
+    let validator = schema();
+    let entry = |scope: &str, others: Option<u32>| BudgetStatus {
+        name: "monthly".into(),
+        window: "2026-12".parse().unwrap(),
+        scope_value: scope.into(),
+        others,
+        limit_usd: "500".parse().unwrap(),
+        spent_usd: NanoUsd::from_nanos(12_345_678_901),
+        remaining_usd: "487.654321099".parse().unwrap(),
+        held_usd: NanoUsd::ZERO,
+    };
+    let status = ModelRouteStatus {
+        budgets: vec![entry("", None), entry("tenant-a", None), entry("", Some(3))],
+        ..ModelRouteStatus::default()
+    };
+    let written = serde_json::to_value(&status).unwrap();
+    assert_eq!(written["budgets"][0].get("scopeValue"), None, "{written}");
+    assert_eq!(written["budgets"][0]["spentUsd"], "12.345678901");
+    assert_eq!(written["budgets"][0]["heldUsd"], "0");
+    let doc = |status: serde_json::Value| {
+        json!({
+            "apiVersion": "modelroute.dev/v1alpha1", "kind": "ModelRoute", "metadata": {"name": "x"},
+            "spec": {"providers": [{"name": "mock", "kind": "mock"}],
+                     "routes": [{"model": "m", "targets": [{"provider": "mock", "model": "x"}]}]},
+            "status": status,
+        })
+    };
+    assert!(validator.is_valid(&doc(written.clone())), "{written}");
+    let read: ModelRouteStatus = serde_json::from_value(written.clone()).unwrap();
+    assert_eq!(read, status, "round trip");
+    for (field, bad) in [
+        ("spentUsd", json!(1.5)),
+        ("spentUsd", json!("1.0000000001")),
+        ("window", json!("December")),
+        ("others", json!(0)),
+    ] {
+        let mut broken = written.clone();
+        broken["budgets"][0][field] = bad.clone();
+        assert!(
+            !validator.is_valid(&doc(broken)),
+            "{field} = {bad} was accepted"
+        );
+    }
+}

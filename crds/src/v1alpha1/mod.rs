@@ -10,6 +10,7 @@ mod pricing;
 mod provider;
 pub(crate) mod reserved;
 mod route;
+mod spend;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::CustomResource;
@@ -26,6 +27,7 @@ pub use provider::{
     ApiKeySource, MockFailure, MockFailureMode, MockSpec, ProviderKind, ProviderSpec, SecretKeyRef,
 };
 pub use route::{FallbackTarget, RouteSpec, WeightedTarget};
+pub use spend::{BudgetStatus, STATUS_SCOPE_VALUES, STATUS_SCOPE_VALUES_PREVIOUS};
 
 /// Providers and the routes over them that the selected workloads may use.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -98,6 +100,11 @@ pub struct ModelRouteStatus {
     /// Why a sidecar last refused this ModelRoute's snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_nack: Option<String>,
+    /// Spend per budget, window and scope value: what the operator's ledger recorded and
+    /// granted (written by the leader about once a second while spend changes; the ledger
+    /// reads it back when a new leader starts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<BudgetStatus>,
 }
 
 /// Sidecars selected by a ModelRoute.

@@ -137,6 +137,8 @@ pub fn desired(
             .as_deref()
             .filter(|_| sync.refusing > 0)
             .map(|r| cut(non_empty(r).to_string())),
+        // Written by the ledger under its own field manager (ledger/status.rs).
+        budgets: Vec::new(),
     }
 }
 

@@ -113,7 +113,14 @@ async fn write_status(
         current,
         Timestamp::now(),
     );
-    if current == Some(&desired) {
+    // `budgets` belongs to the ledger's field manager: left out of this comparison and of
+    // this apply (which therefore leaves it alone).
+    let unchanged = current.is_some_and(|c| {
+        let mut c = c.clone();
+        c.budgets.clear();
+        c == desired
+    });
+    if unchanged {
         return Ok(Action::requeue(RESYNC));
     }
 
