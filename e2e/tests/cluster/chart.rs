@@ -390,9 +390,40 @@ fn injected(pod: &Pod) -> bool {
         .is_some_and(|l| l.get("modelroute.dev/injected").map(String::as_str) == Some("true"))
 }
 
+/// What an injected pod should carry: the chart's sidecar defaults, or a pod's overrides.
+struct Expected {
+    port: u16,
+    admin_port: u16,
+    /// The `MODELROUTE_LOG` filter.
+    log: &'static str,
+    requests: serde_json::Value,
+    limits: serde_json::Value,
+    /// The SDK variables set in the app container, in order.
+    sdk_env: &'static [&'static str],
+}
+
+impl Expected {
+    /// charts/modelroute/values.yaml `sidecar:` as installed.
+    fn chart_defaults() -> Self {
+        Self {
+            port: 4000,
+            admin_port: 4001,
+            log: "info",
+            requests: json!({"cpu": "50m", "memory": "32Mi"}),
+            limits: json!({"memory": "128Mi"}),
+            sdk_env: &[
+                "OPENAI_BASE_URL",
+                "ANTHROPIC_BASE_URL",
+                "GOOGLE_GEMINI_BASE_URL",
+            ],
+        }
+    }
+}
+
 /// Field-by-field check of a stored injected pod (`native`: the API server has native
-/// sidecars).
-fn check_injected(pod: &Pod, native: bool, ca: &str) -> Result<()> {
+/// sidecars): the sidecar container, its identity, probes, resources and lock-down, the
+/// token and pod-info volumes, the app's SDK variables, the label and the annotation.
+fn check_injected(pod: &Pod, native: bool, ca: &str, want: &Expected) -> Result<()> {
     let spec = pod.spec.as_ref().context("no spec")?;
     let sidecar = if native {
         let init = spec
@@ -405,6 +436,13 @@ fn check_injected(pod: &Pod, native: bool, ca: &str) -> Result<()> {
         );
         &init[0]
     } else {
+        ensure!(
+            spec.init_containers
+                .iter()
+                .flatten()
+                .all(|c| c.name != "modelroute-sidecar"),
+            "a sidecar among the init containers of a cluster without native sidecars"
+        );
         &spec.containers[0]
     };
     ensure!(
@@ -420,11 +458,54 @@ fn check_injected(pod: &Pod, native: bool, ca: &str) -> Result<()> {
             .find(|e| e.name == name)
             .and_then(|e| e.value.clone())
     };
+    let field_ref = |name: &str| {
+        sidecar
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.clone())
+    };
+    for (name, path) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+        ("NODE_NAME", "spec.nodeName"),
+    ] {
+        ensure!(
+            field_ref(name).as_deref() == Some(path),
+            "{name} is not the downward API's {path}"
+        );
+    }
     ensure!(
         env("MODELROUTE_OPERATOR_CA_PEM").as_deref() == Some(ca),
         "the injected CA is not the operator's"
     );
-    ensure!(env("MODELROUTE_LISTEN").as_deref() == Some("127.0.0.1:4000"));
+    let listen = format!("127.0.0.1:{}", want.port);
+    ensure!(
+        env("MODELROUTE_LISTEN") == Some(listen.clone()),
+        "listen: {:?}",
+        env("MODELROUTE_LISTEN")
+    );
+    let admin = format!("0.0.0.0:{}", want.admin_port);
+    ensure!(
+        env("MODELROUTE_ADMIN_LISTEN") == Some(admin),
+        "admin listen"
+    );
+    ensure!(
+        env("MODELROUTE_LOG").as_deref() == Some(want.log),
+        "log filter: {:?}",
+        env("MODELROUTE_LOG")
+    );
+    ensure!(env("MODELROUTE_TOKEN_FILE").as_deref() == Some("/var/run/secrets/modelroute/token"));
+    ensure!(env("MODELROUTE_OPERATOR").is_some_and(|a| a.starts_with("https://")));
+    // Resources as the API server stored them.
+    let resources = serde_json::to_value(sidecar.resources.as_ref().context("no resources")?)?;
+    ensure!(
+        resources["requests"] == want.requests && resources["limits"] == want.limits,
+        "resources: {resources}"
+    );
     let security = sidecar
         .security_context
         .as_ref()
@@ -432,13 +513,47 @@ fn check_injected(pod: &Pod, native: bool, ca: &str) -> Result<()> {
     ensure!(
         security.run_as_non_root == Some(true) && security.read_only_root_filesystem == Some(true)
     );
+    ensure!(
+        security.run_as_user == Some(65532),
+        "not the image's nonroot user"
+    );
     ensure!(security.allow_privilege_escalation == Some(false));
     ensure!(
         security.capabilities.as_ref().and_then(|c| c.drop.clone())
             == Some(vec!["ALL".to_string()])
     );
     ensure!(security.seccomp_profile.as_ref().map(|s| s.type_.as_str()) == Some("RuntimeDefault"));
-    ensure!(sidecar.readiness_probe.is_some() && sidecar.liveness_probe.is_some());
+    // Probes on the admin port: started within 30 s, live, ready once it holds routes.
+    let probe = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        p.as_ref().and_then(|p| p.http_get.as_ref()).map(|h| {
+            (
+                h.path.clone().unwrap_or_default(),
+                serde_json::to_value(&h.port).ok(),
+            )
+        })
+    };
+    let on_admin = Some(json!(want.admin_port));
+    ensure!(probe(&sidecar.startup_probe) == Some(("/healthz".into(), on_admin.clone())));
+    ensure!(probe(&sidecar.liveness_probe) == Some(("/healthz".into(), on_admin.clone())));
+    ensure!(probe(&sidecar.readiness_probe) == Some(("/readyz".into(), on_admin)));
+    let mounts: Vec<(&str, &str, Option<bool>)> = sidecar
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
+        .collect();
+    ensure!(
+        mounts
+            == vec![
+                (
+                    "modelroute-token",
+                    "/var/run/secrets/modelroute",
+                    Some(true)
+                ),
+                ("modelroute-podinfo", "/etc/modelroute/podinfo", Some(true)),
+            ],
+        "sidecar mounts: {mounts:?}"
+    );
     let app = spec
         .containers
         .iter()
@@ -450,34 +565,45 @@ fn check_injected(pod: &Pod, native: bool, ca: &str) -> Result<()> {
         .flatten()
         .map(|e| (e.name.clone(), e.value.clone()))
         .collect();
+    let mut expected_env = vec![("LOG".to_string(), Some("debug".to_string()))];
+    for name in want.sdk_env {
+        let url = match *name {
+            "OPENAI_BASE_URL" => format!("http://127.0.0.1:{}/v1", want.port),
+            _ => format!("http://127.0.0.1:{}", want.port),
+        };
+        expected_env.push((name.to_string(), Some(url)));
+    }
+    ensure!(app_env == expected_env, "app env: {app_env:?}");
+    // The pod-bound token (audience `modelroute`) and the pod's labels.
+    let volume = |name: &str| spec.volumes.iter().flatten().find(|v| v.name == name);
+    let token = volume("modelroute-token")
+        .and_then(|v| v.projected.as_ref())
+        .and_then(|p| p.sources.as_ref())
+        .and_then(|s| s.first())
+        .and_then(|s| s.service_account_token.as_ref())
+        .context("no projected token volume")?;
     ensure!(
-        app_env
-            == vec![
-                ("LOG".into(), Some("debug".into())),
-                (
-                    "OPENAI_BASE_URL".into(),
-                    Some("http://127.0.0.1:4000/v1".into())
-                ),
-                (
-                    "ANTHROPIC_BASE_URL".into(),
-                    Some("http://127.0.0.1:4000".into())
-                ),
-                (
-                    "GOOGLE_GEMINI_BASE_URL".into(),
-                    Some("http://127.0.0.1:4000".into())
-                ),
-            ],
-        "app env: {app_env:?}"
+        token.audience.as_deref() == Some("modelroute"),
+        "token audience"
     );
-    let volumes: Vec<&str> = spec
-        .volumes
-        .iter()
-        .flatten()
-        .map(|v| v.name.as_str())
-        .collect();
+    ensure!(token.expiration_seconds == Some(3600), "token lifetime");
+    ensure!(token.path == "token");
+    let podinfo = volume("modelroute-podinfo")
+        .and_then(|v| v.downward_api.as_ref())
+        .context("no pod-info volume")?;
     ensure!(
-        volumes.contains(&"modelroute-token") && volumes.contains(&"modelroute-podinfo"),
-        "volumes: {volumes:?}"
+        podinfo.items.iter().flatten().any(|i| i.path == "labels"
+            && i.field_ref.as_ref().map(|f| f.field_path.as_str()) == Some("metadata.labels")),
+        "the pod-info volume does not carry the labels"
+    );
+    ensure!(
+        pod.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("modelroute.dev/injected"))
+            .map(String::as_str)
+            == Some("true"),
+        "no modelroute.dev/injected label (the operator's pod watch needs it)"
     );
     ensure!(
         pod.metadata
@@ -713,7 +839,26 @@ async fn apps_get_injected(
     let app = pods
         .create(&pp, &pod("journey", json!({"app": "journey"}), annotated)?)
         .await?;
-    check_injected(&app, native, ca).context("the annotated pod")?;
+    check_injected(&app, native, ca, &Expected::chart_defaults()).context("the annotated pod")?;
+    // A pod's annotations override the chart's defaults.
+    let custom = json!({
+        "modelroute.dev/inject": "true", "modelroute.dev/port": "4100",
+        "modelroute.dev/admin-port": "4101", "modelroute.dev/log-level": "debug",
+        "modelroute.dev/memory-limit": "256Mi", "modelroute.dev/set-env": "openai",
+    });
+    let overridden = pods
+        .create(&pp, &pod("custom", json!({"app": "custom"}), custom)?)
+        .await?;
+    let want = Expected {
+        port: 4100,
+        admin_port: 4101,
+        // A bare level is made to apply to the sidecar's own logs only.
+        log: "modelroute_sidecar=debug,info",
+        limits: json!({"memory": "256Mi"}),
+        sdk_env: &["OPENAI_BASE_URL"],
+        ..Expected::chart_defaults()
+    };
+    check_injected(&overridden, native, ca, &want).context("the pod with overrides")?;
     let plain = pods
         .create(&pp, &pod("plain", json!({"app": "plain"}), json!({}))?)
         .await?;
@@ -737,7 +882,8 @@ async fn apps_get_injected(
     let auto = pods
         .create(&pp, &pod("auto", json!({"app": "auto"}), json!({}))?)
         .await?;
-    check_injected(&auto, native, ca).context("the pod of a labelled namespace")?;
+    check_injected(&auto, native, ca, &Expected::chart_defaults())
+        .context("the pod of a labelled namespace")?;
     let out = json!({"modelroute.dev/inject": "false"});
     let opted_out = pods
         .create(&pp, &pod("opted-out", json!({"app": "out"}), out)?)
@@ -867,7 +1013,29 @@ async fn uninstall(client: &Client, ns: &str, release: &str, installed: &Install
     }
     ensure!(left.is_empty(), "left behind by helm uninstall: {left:?}");
     // What the operator made (its Lease, the certificate Secret) is owned by the deleted
-    // webhook configuration (checked during the journey): the garbage collector removes
-    // it; with none (the local control plane) the namespace cleanup does.
-    Ok(())
+    // webhook configuration (checked during the journey). A cluster with a garbage
+    // collector must remove it; the local control plane has none (no controller-manager),
+    // and there the namespace cleanup does.
+    if std::env::var_os("MODELROUTE_CONTROL_PLANE_RUN").is_some() {
+        return Ok(());
+    }
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+    let leases = Api::<Lease>::namespaced(client.clone(), ns);
+    let mut remaining = Vec::new();
+    for _ in 0..120 {
+        remaining.clear();
+        for s in secrets.list(&ListParams::default()).await?.items {
+            if s.type_.as_deref() == Some("kubernetes.io/tls") {
+                remaining.push(format!("Secret {}", s.metadata.name.unwrap_or_default()));
+            }
+        }
+        for l in leases.list(&ListParams::default()).await?.items {
+            remaining.push(format!("Lease {}", l.metadata.name.unwrap_or_default()));
+        }
+        if remaining.is_empty() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    bail!("the garbage collector left the operator's objects for 2 minutes: {remaining:?}")
 }
