@@ -73,6 +73,11 @@ pub struct Args {
     /// Log filter, e.g. `info` or `modelroute_sidecar=debug` (RUST_LOG wins when set).
     #[arg(long, env = "MODELROUTE_LOG", default_value = "info")]
     pub log: String,
+    /// Standalone (`--config`): a file where budget spend is kept across restarts (written
+    /// within a second of a change and at shutdown). Without it a restart starts budgets
+    /// from zero.
+    #[arg(long, env = "MODELROUTE_LEDGER_FILE", conflicts_with = "operator")]
+    pub ledger_file: Option<PathBuf>,
     /// Runtime worker threads (default: one per core).
     #[arg(long, env = "MODELROUTE_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
@@ -103,6 +108,8 @@ impl Args {
             admin_listen: self.admin_listen,
             max_body_bytes: self.max_body_bytes,
             drain_timeout: self.drain_timeout.into(),
+            ledger_file: self.ledger_file.clone(),
+            pod_name: self.pod_name.clone(),
         }
     }
 }

@@ -23,6 +23,18 @@ pub enum ProxyError {
     Timeout { message: String },
     #[error("{message}")]
     BadGateway { message: String },
+    /// A budget of the route is spent for this window (and its `onExhausted` is reject).
+    #[error(
+        "budget `{}` of ModelRoute {} is spent for window {}{}; it resets at {}",
+        .0.budget, .0.model_route, .0.window, .0.scope, .0.resets_at
+    )]
+    BudgetExceeded(Box<BudgetRefusal>),
+    /// A rate limit of the route refuses the request now.
+    #[error(
+        "rate limit `{}` of ModelRoute {}: {} per minute exceeded{}; {}",
+        .0.limit, .0.model_route, .0.what, .0.scope, .0.retry
+    )]
+    RateLimited(Box<RateRefusal>),
     /// The last upstream's own error status, with its type and code where it gave them.
     #[error("{message}")]
     Upstream {
@@ -31,6 +43,34 @@ pub enum ProxyError {
         kind: Option<String>,
         code: Option<String>,
     },
+}
+
+/// Why a spent budget refused a request.
+#[derive(Debug)]
+pub struct BudgetRefusal {
+    pub budget: String,
+    /// `namespace/name`.
+    pub model_route: String,
+    /// The window id, e.g. `2026-12`.
+    pub window: String,
+    /// ` (x-tenant "acme")`, or empty for a route-wide budget.
+    pub scope: String,
+    /// RFC 3339, UTC; `never` for a total budget.
+    pub resets_at: String,
+}
+
+/// Why a rate limit refused a request.
+#[derive(Debug)]
+pub struct RateRefusal {
+    pub limit: String,
+    pub model_route: String,
+    /// `requests` or `tokens`.
+    pub what: &'static str,
+    pub scope: String,
+    /// For `retry-after`.
+    pub retry_after: Option<std::time::Duration>,
+    /// `try again in 1.5s`, or why retrying will not help.
+    pub retry: String,
 }
 
 #[derive(Serialize)]
@@ -58,6 +98,7 @@ impl ProxyError {
             Self::NotReady | Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Self::BudgetExceeded(_) | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream { status, .. } => *status,
         }
     }
@@ -72,6 +113,8 @@ impl ProxyError {
             Self::NotReady | Self::Unavailable { .. } => "service_unavailable",
             Self::Timeout { .. } => "timeout",
             Self::BadGateway { .. } => "upstream_error",
+            Self::BudgetExceeded(_) => "budget_exceeded",
+            Self::RateLimited(_) => "requests",
             Self::Upstream { kind, .. } => kind.as_deref().unwrap_or("upstream_error"),
         }
     }
@@ -87,6 +130,8 @@ impl ProxyError {
             Self::Unavailable { .. } => Some("no_healthy_target"),
             Self::Timeout { .. } => Some("timeout"),
             Self::BadGateway { .. } => Some("bad_gateway"),
+            Self::BudgetExceeded(_) => Some("budget_exceeded"),
+            Self::RateLimited(_) => Some("rate_limit_exceeded"),
             Self::Upstream { code, .. } => code.as_deref(),
         }
     }
@@ -128,6 +173,8 @@ impl ProxyError {
             Self::Unavailable { .. } => "unavailable",
             Self::Timeout { .. } => "timeout",
             Self::BadGateway { .. } => "bad_gateway",
+            Self::BudgetExceeded(_) => "budget_exceeded",
+            Self::RateLimited(_) => "rate_limited",
             Self::Upstream { .. } => "upstream",
         }
     }

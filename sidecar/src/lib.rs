@@ -46,6 +46,8 @@ pub struct App {
     pub metrics: Metrics,
     pub max_body_bytes: usize,
     pub tasks: TaskTracker,
+    /// Budget accounts and rate-limit buckets; they outlive config reloads.
+    pub limits: Arc<limits::Limits>,
 }
 
 /// How to start a sidecar (the CLI's arguments, minus logging).
@@ -59,6 +61,10 @@ pub struct Options {
     pub admin_listen: SocketAddr,
     pub max_body_bytes: usize,
     pub drain_timeout: Duration,
+    /// Standalone: where budget spend is kept across restarts.
+    pub ledger_file: Option<PathBuf>,
+    /// This pod's name (`scope: pod`); "local" when unknown.
+    pub pod_name: String,
 }
 
 /// A started sidecar.
@@ -88,13 +94,20 @@ pub enum StartError {
 // === impl App ===
 
 impl App {
+    /// A standalone sidecar's state (it keeps its own budget ledger).
     pub fn new(max_body_bytes: usize) -> Self {
+        let limits = limits::Limits::new(limits::Mode::Standalone, "local".into(), None);
+        Self::with_limits(max_body_bytes, limits)
+    }
+
+    pub fn with_limits(max_body_bytes: usize, limits: limits::Limits) -> Self {
         Self {
             table: ArcSwapOption::empty(),
             apply_lock: Mutex::new(()),
             metrics: Metrics::new(),
             max_body_bytes,
             tasks: TaskTracker::new(),
+            limits: Arc::new(limits),
         }
     }
 
@@ -166,6 +179,33 @@ impl Running {
     }
 }
 
+/// The budget ledger: under the operator, spent from its grants; standalone, the sidecar's
+/// own, read back from `--ledger-file`.
+fn new_limits(options: &Options) -> Result<limits::Limits, StartError> {
+    let pod = if options.pod_name.is_empty() {
+        "local".to_string()
+    } else {
+        options.pod_name.clone()
+    };
+    if options.operator.is_some() {
+        if options.ledger_file.is_some() {
+            return Err(StartError::Config(
+                "--ledger-file is for a standalone sidecar; under --operator the operator \
+                 keeps the ledger"
+                    .into(),
+            ));
+        }
+        return Ok(limits::Limits::new(limits::Mode::Fleet, pod, None));
+    }
+    let limits = limits::Limits::new(limits::Mode::Standalone, pod, options.ledger_file.clone());
+    if let Some(path) = &options.ledger_file {
+        let spent = limits::store::load(path).map_err(|e| StartError::Config(e.to_string()))?;
+        info!(path = %path.display(), accounts = spent.len(), "ledger read");
+        limits.ledger.restore(spent, std::time::SystemTime::now());
+    }
+    Ok(limits)
+}
+
 /// Reads and applies ModelRoute YAML at start; any problem stops the start.
 fn load_file(app: &App, path: &std::path::Path, source: String) -> Result<(), StartError> {
     let docs = config::file::read(path).map_err(StartError::Config)?;
@@ -176,12 +216,15 @@ fn load_file(app: &App, path: &std::path::Path, source: String) -> Result<(), St
 
 /// Loads the config, binds both listeners and starts serving.
 pub async fn start(options: Options) -> Result<Running, StartError> {
-    let app = Arc::new(App::new(options.max_body_bytes));
     if options.config.is_some() && options.operator.is_some() {
         return Err(StartError::Config(
             "--config and --operator exclude each other: choose one source".into(),
         ));
     }
+    let app = Arc::new(App::with_limits(
+        options.max_body_bytes,
+        new_limits(&options)?,
+    ));
     // Watch before the first read, so a change between the two is not missed.
     let watch = options.config.clone().map(config::file::Watch::new);
     if let Some(path) = &options.config {
@@ -246,6 +289,10 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     }
     if let Some(watch) = watch {
         servers.spawn(watch.run(app.clone(), shutdown.clone()));
+    }
+    if let Some(path) = &app.limits.ledger_file {
+        let task = limits::store::run(app.limits.clone(), path.clone(), shutdown.clone());
+        servers.spawn(task);
     }
     if let Some(operator) = operator {
         info!(source = operator.source(), "config from the operator");

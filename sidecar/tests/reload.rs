@@ -190,6 +190,8 @@ async fn start_error(dir: &std::path::Path) -> String {
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         max_body_bytes: 1024,
         drain_timeout: Duration::from_secs(1),
+        ledger_file: None,
+        pod_name: String::new(),
     })
     .await
     .unwrap_err()

@@ -163,6 +163,78 @@ impl ModelRequest {
         self.raw(name).is_some()
     }
 
+    /// The body as the client sent it.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The client's output limit: `max_completion_tokens`, `max_tokens`, or Gemini's
+    /// `generationConfig.maxOutputTokens`.
+    pub fn max_tokens(&self) -> Option<u64> {
+        let top = |name| {
+            self.raw(name)
+                .and_then(|raw| raw.trim().parse::<u64>().ok())
+        };
+        top("max_completion_tokens")
+            .or_else(|| top("max_tokens"))
+            .or_else(|| {
+                self.field("generationConfig")
+                    .and_then(|c| c.get("maxOutputTokens").and_then(Value::as_u64))
+            })
+    }
+
+    /// The OpenAI `user` field.
+    pub fn user(&self) -> Option<String> {
+        match self.field("user") {
+            Some(Value::String(u)) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// This request with its output limit set to `n`: the field the client used
+    /// (`max_completion_tokens`, `max_tokens`), else `max_tokens` (the most widely read),
+    /// or Gemini's `generationConfig.maxOutputTokens` for a native Gemini call.
+    pub fn with_max_tokens(&self, n: u64, gemini: bool) -> Result<ModelRequest, ProxyError> {
+        let (name, value) = if gemini {
+            let mut config = match self.field("generationConfig") {
+                Some(Value::Object(o)) => o,
+                _ => Map::new(),
+            };
+            config.insert("maxOutputTokens".into(), Value::from(n));
+            ("generationConfig", Value::Object(config).to_string())
+        } else if self.has_field("max_completion_tokens") {
+            ("max_completion_tokens", n.to_string())
+        } else {
+            ("max_tokens", n.to_string())
+        };
+        let mut out = Vec::with_capacity(self.body.len() + 32);
+        out.push(b'{');
+        let mut put = |key: &str, value: &[u8]| {
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut out, key);
+            out.push(b':');
+            out.extend_from_slice(value);
+        };
+        for (key, range) in &self.fields {
+            if key != name {
+                put(key, &self.body[range.clone()]);
+            }
+        }
+        put(name, value.as_bytes());
+        out.push(b'}');
+        let mut request = Self {
+            body: Bytes::from(out),
+            fields: Vec::new(),
+            model: self.model.clone(),
+            stream: self.stream,
+            include_usage: self.include_usage,
+        };
+        request.fields = Self::fields(&request.body)?;
+        Ok(request)
+    }
+
     /// One top-level field's JSON text, as the client wrote it.
     fn raw(&self, name: &str) -> Option<&str> {
         find(&self.body, &self.fields, name)
@@ -247,6 +319,15 @@ impl<'de> Deserialize<'de> for Fields<'de> {
 
 // === impl Usage ===
 
+impl From<crate::cost::TokenUsage> for Usage {
+    fn from(u: crate::cost::TokenUsage) -> Usage {
+        Usage {
+            prompt_tokens: u.prompt_tokens(),
+            completion_tokens: u.output_tokens(),
+        }
+    }
+}
+
 impl Usage {
     /// Each count the larger of the two: streams report cumulative counts, some in pieces
     /// (Anthropic: input at the start, output at the end).
@@ -279,6 +360,44 @@ mod tests {
         assert_eq!(r.model, "m");
         assert!(r.stream && r.include_usage);
         r.require_messages().unwrap();
+    }
+
+    #[test]
+    fn the_output_limit_is_read_and_replaced_where_the_client_put_it() {
+        let r = parse(r#"{"model":"m","max_tokens":900,"messages":[]}"#).unwrap();
+        assert_eq!(r.max_tokens(), Some(900));
+        let clamped = r.with_max_tokens(50, false).unwrap();
+        assert_eq!(clamped.max_tokens(), Some(50));
+        assert_eq!(clamped.field("messages"), Some(serde_json::json!([])));
+        let v: Value = serde_json::from_slice(clamped.body()).unwrap();
+        assert_eq!(v["max_tokens"], 50);
+
+        let r = parse(r#"{"model":"m","max_completion_tokens":900}"#).unwrap();
+        let v: Value = serde_json::from_slice(r.with_max_tokens(7, false).unwrap().body()).unwrap();
+        assert_eq!(
+            (v["max_completion_tokens"].as_u64(), v.get("max_tokens")),
+            (Some(7), None)
+        );
+
+        let r = parse(r#"{"model":"m","user":"u-1"}"#).unwrap();
+        assert_eq!((r.max_tokens(), r.user().as_deref()), (None, Some("u-1")));
+        let v: Value = serde_json::from_slice(r.with_max_tokens(8, false).unwrap().body()).unwrap();
+        assert_eq!(v["max_tokens"], 8);
+
+        let g = ModelRequest::native(
+            Bytes::from_static(
+                br#"{"contents":[],"generationConfig":{"temperature":0.5,"maxOutputTokens":900}}"#,
+            ),
+            "gemini-2.5-flash",
+            false,
+        )
+        .unwrap();
+        assert_eq!(g.max_tokens(), Some(900));
+        let v: Value = serde_json::from_slice(g.with_max_tokens(9, true).unwrap().body()).unwrap();
+        assert_eq!(
+            v["generationConfig"],
+            serde_json::json!({"temperature": 0.5, "maxOutputTokens": 9})
+        );
     }
 
     #[test]

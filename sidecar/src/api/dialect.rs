@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::{ChunkPeek, Usage};
+use crate::cost::{TokenUsage, UsageFormat, estimate_tokens};
 use crate::error::ProxyError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +93,129 @@ impl Dialect {
             Dialect::Gemini => {
                 let v: Value = serde_json::from_slice(body).ok()?;
                 gemini_usage(&v["usageMetadata"])
+            }
+        }
+    }
+}
+
+// === impl Dialect: cost ===
+
+impl Dialect {
+    /// The provider's usage in a whole answer or one stream event (already in this
+    /// dialect), for its cost. `None` when it carries none.
+    pub fn token_usage(self, v: &Value) -> Option<TokenUsage> {
+        let (format, usage) = match self {
+            Dialect::OpenAi => (UsageFormat::OpenAiChat, &v["usage"]),
+            Dialect::Anthropic if v["type"] == "message_start" => {
+                (UsageFormat::Anthropic, &v["message"]["usage"])
+            }
+            Dialect::Anthropic => (UsageFormat::Anthropic, &v["usage"]),
+            Dialect::Gemini => (UsageFormat::Gemini, &v["usageMetadata"]),
+        };
+        TokenUsage::from_json(format, usage).ok()
+    }
+
+    /// The provider's usage in a whole (non-streamed) answer, read without building the
+    /// rest of the answer.
+    pub fn body_token_usage(self, body: &[u8]) -> Option<TokenUsage> {
+        #[derive(serde::Deserialize)]
+        struct UsageOf {
+            #[serde(default)]
+            usage: Option<Value>,
+            #[serde(default, rename = "usageMetadata")]
+            usage_metadata: Option<Value>,
+        }
+        let of: UsageOf = serde_json::from_slice(body).ok()?;
+        let (format, usage) = match self {
+            Dialect::OpenAi => (UsageFormat::OpenAiChat, of.usage?),
+            Dialect::Anthropic => (UsageFormat::Anthropic, of.usage?),
+            Dialect::Gemini => (UsageFormat::Gemini, of.usage_metadata?),
+        };
+        TokenUsage::from_json(format, &usage).ok()
+    }
+
+    /// An estimate of the tokens generated in one stream event (text, reasoning, tool-call
+    /// arguments), to hold a stream to what its budget reserved.
+    pub fn generated_tokens(self, v: &Value) -> u64 {
+        let mut n = 0;
+        let mut count = |t: &Value| {
+            if let Some(text) = t.as_str() {
+                n += estimate_tokens(text);
+            }
+        };
+        match self {
+            Dialect::OpenAi => {
+                for choice in v["choices"].as_array().into_iter().flatten() {
+                    let delta = &choice["delta"];
+                    for field in ["content", "reasoning_content", "reasoning", "refusal"] {
+                        count(&delta[field]);
+                    }
+                    for call in delta["tool_calls"].as_array().into_iter().flatten() {
+                        count(&call["function"]["arguments"]);
+                    }
+                }
+            }
+            Dialect::Anthropic => {
+                let delta = &v["delta"];
+                for field in ["text", "partial_json", "thinking"] {
+                    count(&delta[field]);
+                }
+            }
+            Dialect::Gemini => {
+                for candidate in v["candidates"].as_array().into_iter().flatten() {
+                    for part in candidate["content"]["parts"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                    {
+                        count(&part["text"]);
+                        if let Some(call) = part.get("functionCall") {
+                            count(&Value::String(call.to_string()));
+                        }
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    /// The events that end a stream cut short because its budget reserved no more: a
+    /// finish reason meaning "length", then the dialect's end.
+    pub fn budget_stop(self, id: &str, model: &str) -> Vec<Bytes> {
+        match self {
+            Dialect::OpenAi => {
+                let chunk = json!({
+                    "id": id, "object": "chat.completion.chunk", "created": super::chunk::unix_now(),
+                    "model": model,
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
+                    "modelroute": {"stopped": "budget"},
+                });
+                vec![
+                    super::chunk::event(&chunk),
+                    Bytes::from_static(b"data: [DONE]\n\n"),
+                ]
+            }
+            Dialect::Anthropic => {
+                let delta = json!({"type": "message_delta",
+                    "delta": {"stop_reason": "max_tokens", "stop_sequence": null},
+                    "modelroute": {"stopped": "budget"}});
+                let mut first = b"event: message_delta\ndata: ".to_vec();
+                first.extend_from_slice(&to_bytes(&delta));
+                first.extend_from_slice(b"\n\n");
+                vec![
+                    Bytes::from(first),
+                    Bytes::from_static(
+                        b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+                    ),
+                ]
+            }
+            Dialect::Gemini => {
+                let chunk = json!({"candidates": [{"content": {"role": "model", "parts": []},
+                    "finishReason": "MAX_TOKENS", "index": 0}], "modelroute": {"stopped": "budget"}});
+                let mut out = b"data: ".to_vec();
+                out.extend_from_slice(&to_bytes(&chunk));
+                out.extend_from_slice(b"\n\n");
+                vec![Bytes::from(out)]
             }
         }
     }

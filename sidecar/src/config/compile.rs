@@ -12,6 +12,7 @@ use modelroute_crds::{ModelRoute, validate};
 use sha2::{Digest, Sha256};
 
 use super::keys::SecretKeys;
+use super::limits;
 use super::table::{BreakerPolicy, RetryPolicy, Route, RouteTable, Target, Timeouts};
 use crate::dispatch::breaker::Breaker;
 use crate::provider::{Backend, HttpProvider, MockProvider, Provider, Wire, client};
@@ -86,6 +87,38 @@ pub fn compile(
                 Err(e) => problems.push(format!("{path}.{e}")),
             }
         }
+        let namespace = doc.metadata.namespace.as_deref().unwrap_or("default");
+        let mr_name = doc.metadata.name.as_deref().unwrap_or_default();
+        let mut target = |provider: &str, model: &str, weight: u32| {
+            let provider = by_name.get(provider)?.clone();
+            let key = breaker_key(&provider, model);
+            let label: Arc<str> = format!("{}/{model}", provider.name).into();
+            let breaker = breakers
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    old_breakers
+                        .get(&key)
+                        .cloned()
+                        .unwrap_or_else(|| Arc::new(Breaker::new(metrics.circuit_gauge(&label))))
+                })
+                .clone();
+            let price = price_of(&doc.spec, &provider, model);
+            Some(Arc::new(Target {
+                label,
+                provider,
+                model: model.into(),
+                weight,
+                breaker,
+                price,
+            }))
+        };
+        let limits = match limits::compile(&doc.spec, namespace, mr_name, &mut target) {
+            Ok(l) => l,
+            Err(e) => {
+                problems.extend(e.into_iter().map(|p| format!("{doc_name}: {p}")));
+                continue;
+            }
+        };
         for (i, spec) in doc.spec.routes.iter().enumerate() {
             if let Some(owner) = route_owner.get(&spec.model) {
                 problems.push(format!(
@@ -95,26 +128,6 @@ pub fn compile(
                 continue;
             }
             route_owner.insert(spec.model.clone(), doc_name.clone());
-            let mut target = |provider: &str, model: &str, weight: u32| {
-                let provider = by_name.get(provider)?.clone();
-                let key = breaker_key(&provider, model);
-                let label: Arc<str> = format!("{}/{model}", provider.name).into();
-                let breaker = breakers
-                    .entry(key.clone())
-                    .or_insert_with(|| {
-                        old_breakers.get(&key).cloned().unwrap_or_else(|| {
-                            Arc::new(Breaker::new(metrics.circuit_gauge(&label)))
-                        })
-                    })
-                    .clone();
-                Some(Arc::new(Target {
-                    label,
-                    provider,
-                    model: model.into(),
-                    weight,
-                    breaker,
-                }))
-            };
             let targets: Option<Vec<_>> = spec
                 .targets
                 .iter()
@@ -129,7 +142,13 @@ pub fn compile(
             let (Some(targets), Some(fallbacks)) = (targets, fallbacks) else {
                 continue;
             };
+            let route_limits = limits.for_route(&spec.model);
+            if let Err(e) = limits::priced(&route_limits, &targets, &fallbacks) {
+                problems.push(format!("{doc_name}: spec.routes[{i}]: {e}"));
+                continue;
+            }
             let alias: Arc<str> = spec.model.as_str().into();
+            let ceiling = limits::ceiling(targets.iter().chain(&fallbacks));
             let route = Route {
                 alias: alias.clone(),
                 targets,
@@ -137,6 +156,8 @@ pub fn compile(
                 retry: retry_policy(spec),
                 timeouts: timeouts(spec),
                 breaker: breaker_policy(spec),
+                limits: route_limits,
+                ceiling,
             };
             routes.insert(alias, Arc::new(route));
         }
@@ -161,6 +182,36 @@ pub fn compile(
         providers: providers_out,
         redacted: super::redact::redact(docs),
     })
+}
+
+/// What `model` of `provider` costs: the ModelRoute's `pricing` entry, else the built-in
+/// price table's; `None` when neither knows it.
+fn price_of(
+    spec: &modelroute_crds::ModelRouteSpec,
+    provider: &Provider,
+    model: &str,
+) -> Option<Arc<crate::cost::Price>> {
+    use crate::cost::{Price, PriceTable, Rate, Rates, Vendor};
+    if let Some(o) = spec.price_override(&provider.name, model) {
+        let rate =
+            |p: modelroute_crds::TokenPrice| Rate::from_pico_usd_per_token(p.picos_per_token());
+        let input = rate(o.input);
+        return Some(Arc::new(Price::flat(Rates {
+            input,
+            cached_input: rate(o.cached_input()),
+            cache_write: input,
+            cache_write_1h: input,
+            output: rate(o.output),
+        })));
+    }
+    let base_url = spec
+        .providers
+        .iter()
+        .find(|p| *p.name == *provider.name)
+        .and_then(|p| p.base_url.as_deref());
+    let vendor = Vendor::of(provider.kind, base_url)?;
+    let table = PriceTable::builtin().ok()?;
+    table.lookup(vendor, model).cloned().map(Arc::new)
 }
 
 fn build_provider(

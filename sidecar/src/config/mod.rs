@@ -8,6 +8,7 @@
 pub mod compile;
 pub mod file;
 pub mod keys;
+pub mod limits;
 pub mod operator;
 pub mod redact;
 pub mod table;

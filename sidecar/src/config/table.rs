@@ -4,8 +4,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cost::Price;
 use crate::dispatch::breaker::Breaker;
 use crate::error::ProxyError;
+use crate::limits::RouteLimits;
+use crate::limits::admission::Ceiling;
 use crate::provider::Provider;
 
 /// Every route by alias. Immutable; a config change builds a new table.
@@ -44,6 +47,10 @@ pub struct Route {
     pub retry: RetryPolicy,
     pub timeouts: Timeouts,
     pub breaker: BreakerPolicy,
+    /// Budgets and rate limits covering this alias (usually none).
+    pub limits: RouteLimits,
+    /// The dearest rates among the targets: what a budget reservation assumes.
+    pub ceiling: Ceiling,
 }
 
 /// A provider plus the model name it knows.
@@ -56,6 +63,8 @@ pub struct Target {
     pub weight: u32,
     /// Shared by every route that uses the same endpoint and model.
     pub breaker: Arc<Breaker>,
+    /// What it costs (the ModelRoute's `pricing`, else the built-in table); `None`: unknown.
+    pub price: Option<Arc<Price>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +121,21 @@ impl RouteTable {
 // === impl Route ===
 
 impl Route {
+    /// This route with one target, `target`, and no fallbacks: where a spent budget with
+    /// `onExhausted: downgrade` sends its requests. Its limits were applied already.
+    pub fn downgraded(&self, target: Arc<Target>) -> Route {
+        Route {
+            alias: self.alias.clone(),
+            targets: vec![target],
+            fallbacks: Vec::new(),
+            retry: self.retry,
+            timeouts: self.timeouts,
+            breaker: self.breaker,
+            limits: RouteLimits::default(),
+            ceiling: self.ceiling,
+        }
+    }
+
     /// The order to try targets in for one request: the targets in a weighted random
     /// order (so the first is the weighted choice, and a failing target's traffic
     /// spreads over the others by weight), then the fallbacks in their written order.

@@ -80,6 +80,29 @@ pub fn estimate_tokens(text: &str) -> u64 {
 }
 
 /// Quarter tokens for a finished run of `len` characters (2-byte letters weigh 2).
+/// What an inline image (a `data:` URL) is reserved at: above what the providers charge
+/// for one image at its largest (OpenAI high detail 1,105-1,445 tokens for 2048 px,
+/// Anthropic about 1,600 for 1.15 megapixels, Gemini 258 per tile).
+pub const IMAGE_TOKENS: u64 = 1_600;
+
+/// An upper estimate of the prompt tokens of a request body (JSON as the client sent it):
+/// [`estimate_tokens`] over the text, with each `data:` URL (an inline image or audio)
+/// counted as [`IMAGE_TOKENS`] instead of as its base64. JSON punctuation and field names
+/// are counted too, so this stays above what the provider will count.
+pub fn estimate_request_tokens(body: &[u8]) -> u64 {
+    let text = String::from_utf8_lossy(body);
+    let mut total = 0;
+    let mut rest: &str = &text;
+    while let Some(at) = rest.find("\"data:") {
+        total += estimate_tokens(&rest[..at]) + IMAGE_TOKENS;
+        // Skip to the end of the string: the next unescaped quote.
+        let after = &rest[at + 1..];
+        let end = after.find('"').map_or(after.len(), |e| e + 1);
+        rest = &after[end..];
+    }
+    total + estimate_tokens(rest)
+}
+
 fn close(run: Run, len: u64) -> u64 {
     match run {
         Run::Lower | Run::Upper | Run::Wide => len.div_ceil(4) * 4,
@@ -93,6 +116,25 @@ fn close(run: Run, len: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inline_images_count_as_an_image_not_as_their_base64() {
+        let base64 = "iVBORw0KGgo".repeat(50_000);
+        let with_image = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":[{{"type":"text","text":"What is this?"}},{{"type":"image_url","image_url":{{"url":"data:image/png;base64,{base64}"}}}}]}}]}}"#
+        );
+        let without = with_image.replace(&format!("data:image/png;base64,{base64}"), "");
+        let n = estimate_request_tokens(with_image.as_bytes());
+        let text_only = estimate_request_tokens(without.as_bytes());
+        // The same but for the image (and the quotes around the URL, a token at most).
+        assert!(
+            n <= text_only + IMAGE_TOKENS && n + 1 >= text_only + IMAGE_TOKENS,
+            "{n} vs {text_only}"
+        );
+        assert!(n < 1_800, "{n}");
+        // An unterminated data URL still ends the count.
+        assert!(estimate_request_tokens(b"{\"x\":\"data:abc") >= IMAGE_TOKENS);
+    }
 
     /// Texts with their token counts under OpenAI's o200k_base and cl100k_base, measured
     /// with tiktoken-rs 0.12.1 (docs/pricing.md); the estimate must reach the larger.

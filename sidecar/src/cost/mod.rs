@@ -22,7 +22,7 @@ pub mod usage;
 use std::fmt;
 use std::ops::{Add, AddAssign};
 
-pub use estimate::estimate_tokens;
+pub use estimate::{IMAGE_TOKENS, estimate_request_tokens, estimate_tokens};
 pub use prices::{PriceTable, PriceTableError, Vendor};
 pub use usage::{TokenUsage, UsageFormat};
 
@@ -141,6 +141,11 @@ impl Rate {
     /// Pico-USD per token.
     pub fn pico_usd_per_token(self) -> u64 {
         self.0
+    }
+
+    /// A rate of `pico` pico-USD per token (a ModelRoute's `pricing`, already exact).
+    pub const fn from_pico_usd_per_token(pico: u64) -> Rate {
+        Rate(pico)
     }
 }
 

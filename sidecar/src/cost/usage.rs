@@ -172,6 +172,20 @@ impl TokenUsage {
             .saturating_add(self.cache_write_1h)
     }
 
+    /// Each count the larger of the two: streams report cumulative counts, some in pieces
+    /// (Anthropic: the prompt at the start, the output at the end).
+    pub fn merge(self, other: TokenUsage) -> TokenUsage {
+        TokenUsage {
+            input: self.input.max(other.input),
+            cached_input: self.cached_input.max(other.cached_input),
+            cache_write: self.cache_write.max(other.cache_write),
+            cache_write_1h: self.cache_write_1h.max(other.cache_write_1h),
+            output: self.output.max(other.output),
+            reasoning: self.reasoning.max(other.reasoning),
+            estimated: self.estimated || other.estimated,
+        }
+    }
+
     /// Every generated token, reasoning included.
     pub fn output_tokens(&self) -> u64 {
         self.output.saturating_add(self.reasoning)

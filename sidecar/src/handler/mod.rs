@@ -3,6 +3,7 @@
 
 pub mod exchange;
 mod model_call;
+pub use model_call::settle;
 mod models;
 pub mod upstream;
 

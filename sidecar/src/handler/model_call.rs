@@ -16,8 +16,11 @@ use super::{decision_headers, json_response, read_body, upstream};
 use crate::App;
 use crate::api::ModelRequest;
 use crate::config::{Route, Target};
+use crate::cost::{Cost, TokenUsage};
 use crate::dispatch::{self, Success, TryError};
 use crate::error::ProxyError;
+use crate::limits::admission::RequestFacts;
+use crate::limits::{self, Admission, admission};
 use crate::provider::Operation;
 use crate::stream::body::{ProxyBody, collect_limited, full};
 use crate::stream::relay;
@@ -49,27 +52,47 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let dialect = exchange.dialect();
     let unknown: Arc<str> = Arc::from("");
-    let (route, request, headers) = match prepare(app, req, exchange, model_in).await {
+    let prepared = match prepare(app, req, exchange, model_in).await {
+        Ok((route, request, headers)) => limit(app, route, request, headers, exchange)
+            .await
+            .map_err(|(route, e)| (Some(route), e)),
+        Err(e) => Err((None, e)),
+    };
+    let (route, request, headers, admission) = match prepared {
         Ok(p) => p,
-        Err(e) => {
-            app.metrics.error(&unknown, e.metric_kind());
+        Err((route, e)) => {
+            let alias = route.map_or(unknown, |r| r.alias.clone());
+            app.metrics.error(&alias, e.metric_kind());
             app.metrics.request(
-                &unknown,
+                &alias,
                 None,
                 e.status().as_u16(),
                 started.elapsed().as_secs_f64(),
             );
-            return json_response(e.status(), dialect.error_body(&e));
+            let mut resp = json_response(e.status(), dialect.error_body(&e));
+            limits::headers::refused(resp.headers_mut(), &e);
+            return resp;
         }
     };
     if request.stream {
-        return relay::serve(app.clone(), route, request, headers, exchange, started).await;
+        return relay::serve(
+            app.clone(),
+            route,
+            request,
+            headers,
+            exchange,
+            started,
+            admission,
+        )
+        .await;
     }
     match unary(app, &route, &request, &headers, exchange).await {
         Ok(answer) => {
-            if let Some(usage) = dialect.usage(&answer.value.1) {
+            let body = &answer.value.1;
+            let usage = dialect.body_token_usage(body);
+            if let Some(u) = usage {
                 app.metrics
-                    .tokens(&route.alias, &answer.target.label, usage);
+                    .tokens(&route.alias, &answer.target.label, u.into());
             }
             let status = answer.value.0.status;
             let secs = started.elapsed().as_secs_f64();
@@ -79,7 +102,20 @@ pub async fn handle(
                 status.as_u16(),
                 secs,
             );
-            respond(answer)
+            // Without usage from the provider, the whole answer bounds what was generated.
+            let generated = || crate::cost::estimate_tokens(&String::from_utf8_lossy(body));
+            let mut extra = HeaderMap::new();
+            if let Some(a) = &admission {
+                limits::headers::admitted(&mut extra, a);
+            }
+            let served = (&*answer.target, &request);
+            let cost = settle(app, &route, admission, served, usage, generated);
+            if let Some(cost) = cost {
+                limits::headers::cost(&mut extra, cost);
+            }
+            let mut resp = respond(answer);
+            resp.headers_mut().extend(extra);
+            resp
         }
         Err(e) => {
             app.metrics.error(&route.alias, e.metric_kind());
@@ -92,6 +128,85 @@ pub async fn handle(
             json_response(e.status(), dialect.error_body(&e))
         }
     }
+}
+
+/// Applies the route's rate limits and budgets (nothing to do for most routes): the
+/// request may come back with a lower `max_tokens`, and the route with only its downgrade
+/// target.
+async fn limit(
+    app: &Arc<App>,
+    route: Arc<Route>,
+    request: ModelRequest,
+    headers: HeaderMap,
+    exchange: Exchange,
+) -> Result<(Arc<Route>, ModelRequest, HeaderMap, Option<Admission>), (Arc<Route>, ProxyError)> {
+    if route.limits.is_empty() {
+        return Ok((route, request, headers, None));
+    }
+    let user = request.user();
+    let facts = RequestFacts {
+        headers: &headers,
+        user: user.as_deref(),
+        input_tokens: crate::cost::estimate_request_tokens(request.body()),
+        max_tokens: request.max_tokens(),
+    };
+    let limits = &route.limits;
+    let admitted = admission::admit(
+        &app.limits,
+        limits,
+        route.ceiling,
+        &route.alias,
+        facts,
+        &app.metrics,
+    )
+    .await;
+    let admission = match admitted {
+        Ok(a) => a,
+        Err(e) => return Err((route, e)),
+    };
+    let request = match admission.clamped {
+        Some(n) if exchange.operation() == Operation::Chat => {
+            let gemini = exchange == Exchange::Native(crate::provider::Wire::Gemini);
+            match request.with_max_tokens(n, gemini) {
+                Ok(r) => r,
+                Err(e) => return Err((route, e)),
+            }
+        }
+        _ => request,
+    };
+    let route = match &admission.downgrade {
+        Some(target) => Arc::new(route.downgraded(target.clone())),
+        None => route,
+    };
+    Ok((route, request, headers, Some(admission)))
+}
+
+/// Settles a served request: its cost at `target`'s price, from the provider's `usage` (or,
+/// without it, the estimated prompt and `generated`), booked against its budgets. `None`
+/// when the target has no price.
+pub fn settle(
+    app: &App,
+    route: &Route,
+    admission: Option<Admission>,
+    (target, request): (&Target, &ModelRequest),
+    usage: Option<TokenUsage>,
+    generated: impl FnOnce() -> u64,
+) -> Option<Cost> {
+    if let Some(admission) = admission {
+        let estimated = if usage.is_none() { generated() } else { 0 };
+        return admission.settle(Some(target), usage, estimated, &route.alias, &app.metrics);
+    }
+    let price = target.price.as_deref()?;
+    let usage = match usage {
+        Some(u) => u,
+        None => TokenUsage::estimated(
+            crate::cost::estimate_request_tokens(request.body()),
+            generated(),
+        ),
+    };
+    let cost = crate::cost::cost(&usage, price);
+    app.metrics.cost(&route.alias, &target.label, cost);
+    Some(cost)
 }
 
 async fn prepare(

@@ -26,6 +26,7 @@ pub async fn handle(
             None => text(StatusCode::SERVICE_UNAVAILABLE, "no config loaded\n"),
         },
         "/metrics" => {
+            app.metrics.ledger(app.limits.totals());
             let mut resp = Response::new(Full::new(Bytes::from(app.metrics.encode())));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -63,6 +64,7 @@ fn config(app: &App) -> Response<Full<Bytes>> {
         "models": table.aliases().collect::<Vec<_>>(),
         "circuits": circuits,
         "modelRoutes": table.redacted,
+        "budgets": app.limits.view(),
     });
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     resp.headers_mut().insert(

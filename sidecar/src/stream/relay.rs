@@ -24,10 +24,13 @@ use crate::App;
 use crate::api::dialect::Dialect;
 use crate::api::{ModelRequest, Usage};
 use crate::config::{Route, Target};
+use crate::cost::TokenUsage;
 use crate::dispatch::{self, Success, TryError};
 use crate::error::ProxyError;
 use crate::handler::exchange::Exchange;
 use crate::handler::{decision_headers, json_response, upstream};
+use crate::limits::admission::DEFAULT_OUTPUT_RESERVE;
+use crate::limits::{self, Admission};
 use crate::provider::classify::{Disposition, error_body};
 use crate::provider::{Operation, StreamTranslator};
 
@@ -43,8 +46,9 @@ struct Started {
 
 /// The client's side of the exchange.
 enum Client {
-    /// Nothing sent yet: the handler waits for the response head.
-    Waiting(oneshot::Sender<Response<ProxyBody>>, Dialect),
+    /// Nothing sent yet: the handler waits for the response head (which gets the extra
+    /// headers: rate limits, a clamped `max_tokens`).
+    Waiting(oneshot::Sender<Response<ProxyBody>>, Dialect, HeaderMap),
     /// Head sent; events go through the body channel.
     Streaming(mpsc::Sender<Bytes>, Dialect),
     /// The client went away.
@@ -59,19 +63,31 @@ enum Step {
     Done(Bytes),
     /// An error event from upstream: forward and finish as failed.
     UpstreamError(Bytes),
+    /// The budget pays for no more: forward, then end the stream with a length finish.
+    BudgetStop(Bytes),
 }
 
 /// What the relay learns from the events it passes.
 struct Tally {
     usage: Option<Usage>,
+    /// The provider's usage in full (cache reads and writes), for the cost.
+    token_usage: Option<TokenUsage>,
     finished: bool,
     client_wants_usage: bool,
     dialect: Dialect,
+    /// Tokens generated so far, estimated from the text: counted when a budget holds the
+    /// stream to its reservation, or when the provider will report no usage.
+    generated: Option<u64>,
+    /// The stream's holds on its budgets.
+    budget: Option<Admission>,
+    alias: Arc<str>,
 }
 
 /// How a relayed stream ended.
 enum End {
     Complete,
+    /// Ended early: its budget could pay for no more output.
+    BudgetStop,
     Broken(&'static str),
     ClientGone,
 }
@@ -84,16 +100,22 @@ pub async fn serve(
     headers: HeaderMap,
     exchange: Exchange,
     started: Instant,
+    admission: Option<Admission>,
 ) -> Response<ProxyBody> {
     let (respond, head) = oneshot::channel();
+    let mut extra = HeaderMap::new();
+    if let Some(a) = &admission {
+        limits::headers::admitted(&mut extra, a);
+    }
     let task = run(
         app.clone(),
         route,
         request,
-        headers,
+        (headers, extra),
         exchange,
         started,
         respond,
+        admission,
     );
     app.tasks.spawn(task);
     head.await.unwrap_or_else(|_| {
@@ -104,18 +126,23 @@ pub async fn serve(
     })
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; a struct would only rename them"
+)]
 async fn run(
     app: Arc<App>,
     route: Arc<Route>,
     request: ModelRequest,
-    headers: HeaderMap,
+    (headers, extra): (HeaderMap, HeaderMap),
     exchange: Exchange,
     started: Instant,
     respond: oneshot::Sender<Response<ProxyBody>>,
+    admission: Option<Admission>,
 ) {
     let deadline = started + route.timeouts.total;
     let dialect = exchange.dialect();
-    let mut client = Client::Waiting(respond, dialect);
+    let mut client = Client::Waiting(respond, dialect, extra);
     let first_byte = route.timeouts.first_byte;
     let (request, headers) = (&request, &headers);
     let attempts = dispatch::run(
@@ -169,11 +196,16 @@ async fn run(
     } = success;
     client.commit(Some((&target, attempts)));
     app.metrics.streams_active().inc();
+    let count_generated = admission.is_some() || !target.provider.stream_usage();
     let mut tally = Tally {
         usage: None,
+        token_usage: None,
         finished: false,
         client_wants_usage: request.include_usage,
         dialect,
+        generated: count_generated.then_some(0),
+        budget: admission,
+        alias: route.alias.clone(),
     };
     let end = relay(
         &app,
@@ -193,6 +225,16 @@ async fn run(
     if let Some(usage) = tally.usage {
         app.metrics.tokens(&route.alias, &target.label, usage);
     }
+    let generated = tally.generated.unwrap_or(0);
+    let served = (&*target, request);
+    crate::handler::settle(
+        &app,
+        &route,
+        tally.budget.take(),
+        served,
+        tally.token_usage,
+        || generated,
+    );
     finish(&app, &route, Some(&target), started, end);
 }
 
@@ -406,6 +448,7 @@ async fn relay(
             Step::Forward(b) => (b, None),
             Step::Done(b) => (b, Some(End::Complete)),
             Step::UpstreamError(b) => (b, Some(End::Broken("stream_upstream_error"))),
+            Step::BudgetStop(b) => (b, Some(End::BudgetStop)),
         };
         if !client.send(bytes).await {
             return End::ClientGone;
@@ -417,6 +460,14 @@ async fn relay(
                 .ttft(&route.alias, &target.label, started.elapsed().as_secs_f64());
         }
         if let Some(end) = end {
+            if let End::BudgetStop = end {
+                for event in tally
+                    .dialect
+                    .budget_stop("chatcmpl-modelroute", &tally.alias)
+                {
+                    client.send(event).await;
+                }
+            }
             return end;
         }
     }
@@ -446,13 +497,14 @@ async fn fail(app: &App, route: &Route, client: &mut Client, err: ProxyError, st
 
 fn finish(app: &App, route: &Route, target: Option<&Target>, started: Instant, end: End) {
     let status = match end {
-        End::Complete | End::Broken(_) => 200,
+        End::Complete | End::BudgetStop | End::Broken(_) => 200,
         // What nginx logs for a client that closed the connection.
         End::ClientGone => 499,
     };
     match end {
         End::Broken(kind) => app.metrics.error(&route.alias, kind),
         End::ClientGone => app.metrics.error(&route.alias, "client_closed"),
+        End::BudgetStop => app.metrics.error(&route.alias, "stream_budget_stop"),
         End::Complete => {}
     }
     let label = target.map(|t| &t.label);
@@ -472,6 +524,7 @@ impl Tally {
         if let Some(usage) = reading.usage {
             self.usage = Some(self.usage.map_or(usage, |seen| seen.merge(usage)));
         }
+        let over_budget = self.count(&data, reading.usage.is_some());
         self.finished |= reading.finished;
         if reading.error {
             return Step::UpstreamError(event.raw.clone());
@@ -483,7 +536,37 @@ impl Tally {
         if reading.unrequested_usage && !self.client_wants_usage {
             return Step::Skip;
         }
+        if over_budget {
+            return Step::BudgetStop(event.raw.clone());
+        }
         Step::Forward(event.raw.clone())
+    }
+
+    /// Reads the usage and the generated text of one event where they are needed. True
+    /// when the stream has outgrown what its budgets can pay for.
+    fn count(&mut self, data: &[u8], has_usage: bool) -> bool {
+        if !has_usage && self.generated.is_none() {
+            return false;
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
+            return false;
+        };
+        if has_usage && let Some(usage) = self.dialect.token_usage(&v) {
+            self.token_usage = Some(self.token_usage.map_or(usage, |seen| seen.merge(usage)));
+        }
+        let Some(generated) = &mut self.generated else {
+            return false;
+        };
+        *generated += self.dialect.generated_tokens(&v);
+        let Some(budget) = &mut self.budget else {
+            return false;
+        };
+        match budget.output_bound {
+            Some(bound) if *generated > bound => {
+                !budget.extend_output(DEFAULT_OUTPUT_RESERVE.max(*generated - bound))
+            }
+            _ => false,
+        }
     }
 }
 
@@ -493,7 +576,7 @@ impl Client {
     /// Sends the response head (once). `target` is known unless this is a keep-alive.
     fn commit(&mut self, target: Option<(&Target, u32)>) {
         let Client::Waiting(..) = self else { return };
-        let Client::Waiting(respond, dialect) = std::mem::replace(self, Client::Gone) else {
+        let Client::Waiting(respond, dialect, extra) = std::mem::replace(self, Client::Gone) else {
             return;
         };
         let (tx, body) = ProxyBody::channel();
@@ -510,6 +593,7 @@ impl Client {
         if let Some((target, attempts)) = target {
             decision_headers(h, &target.label, attempts);
         }
+        h.extend(extra);
         if respond.send(resp).is_ok() {
             *self = Client::Streaming(tx, dialect);
         }
@@ -540,7 +624,7 @@ impl Client {
     /// Reports a failure: as the response when nothing was sent, else as an event.
     async fn fail(&mut self, err: ProxyError) {
         match std::mem::replace(self, Client::Gone) {
-            Client::Waiting(respond, dialect) => {
+            Client::Waiting(respond, dialect, _) => {
                 let _ = respond.send(json_response(err.status(), dialect.error_body(&err)));
             }
             Client::Streaming(tx, dialect) => {
@@ -554,7 +638,7 @@ impl Client {
     /// Resolves when the client has gone away.
     async fn closed(&mut self) {
         match self {
-            Client::Waiting(respond, _) => respond.closed().await,
+            Client::Waiting(respond, ..) => respond.closed().await,
             Client::Streaming(tx, _) => tx.closed().await,
             Client::Gone => {}
         }

@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -67,6 +68,39 @@ struct CircuitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CostLabels {
+    route: Label,
+    target: Label,
+    estimated: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    route: Label,
+    budget: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ThresholdLabels {
+    route: Label,
+    budget: String,
+    percent: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RateLimitLabels {
+    route: Label,
+    limit: String,
+    kind: &'static str,
+}
+
+/// A budget across its scope values, in its current window (`ns/modelroute/name`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LedgerLabels {
+    budget: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -92,6 +126,13 @@ pub struct Metrics {
     operator_connected: Gauge,
     operator_connects: Family<ResultLabels, Counter>,
     operator_snapshots: Family<ResultLabels, Counter>,
+    cost: Family<CostLabels, Counter<f64, AtomicU64>>,
+    budget_rejections: Family<BudgetLabels, Counter>,
+    budget_downgrades: Family<BudgetLabels, Counter>,
+    budget_thresholds: Family<ThresholdLabels, Counter>,
+    rate_limited: Family<RateLimitLabels, Counter>,
+    budget_spent: Family<LedgerLabels, Gauge<f64, AtomicU64>>,
+    budget_remaining: Family<LedgerLabels, Gauge<f64, AtomicU64>>,
 }
 
 // === impl Metrics ===
@@ -114,7 +155,50 @@ impl Metrics {
         let operator_connected = Gauge::default();
         let operator_connects = Family::default();
         let operator_snapshots = Family::default();
+        let cost = Family::default();
+        let budget_rejections = Family::default();
+        let budget_downgrades = Family::default();
+        let budget_thresholds = Family::default();
+        let rate_limited = Family::default();
+        let budget_spent = Family::default();
+        let budget_remaining = Family::default();
         let r = &mut registry;
+        r.register(
+            "modelroute_cost_usd",
+            "Spend in USD from upstream usage and prices (estimated=true: usage estimated)",
+            cost.clone(),
+        );
+        r.register(
+            "modelroute_budget_rejections",
+            "Requests refused because a budget was spent",
+            budget_rejections.clone(),
+        );
+        r.register(
+            "modelroute_budget_downgrades",
+            "Requests sent to a budget's downgrade target because it was spent",
+            budget_downgrades.clone(),
+        );
+        r.register(
+            "modelroute_budget_threshold_crossings",
+            "Budget thresholds crossed (once per budget, scope value, window and threshold)",
+            budget_thresholds.clone(),
+        );
+        r.register(
+            "modelroute_rate_limited",
+            "Requests refused by a rate limit, by kind (requests, tokens)",
+            rate_limited.clone(),
+        );
+        r.register(
+            "modelroute_budget_spent_usd",
+            "Spend known to this sidecar in each budget's current window, all scope values",
+            budget_spent.clone(),
+        );
+        r.register(
+            "modelroute_budget_remaining_usd",
+            "What this sidecar may still spend in each budget's current window (standalone: \
+             the rest of the budget; under the operator: its allowance), all scope values",
+            budget_remaining.clone(),
+        );
         r.register(
             "modelroute_requests",
             "Client requests answered, by route, serving target and HTTP status",
@@ -208,6 +292,70 @@ impl Metrics {
             operator_connected,
             operator_connects,
             operator_snapshots,
+            cost,
+            budget_rejections,
+            budget_downgrades,
+            budget_thresholds,
+            rate_limited,
+            budget_spent,
+            budget_remaining,
+        }
+    }
+
+    /// A request's cost at its target's price.
+    pub fn cost(&self, route: &str, target: &Arc<str>, cost: crate::cost::Cost) {
+        let labels = CostLabels {
+            route: Label(route.into()),
+            target: Label(target.clone()),
+            estimated: if cost.estimated { "true" } else { "false" },
+        };
+        // nano-USD to USD; exact sums stay in the ledger, this is for dashboards.
+        #[expect(clippy::cast_precision_loss, reason = "a dashboard figure")]
+        let usd = cost.nano_usd as f64 / 1e9;
+        self.cost.get_or_create(&labels).inc_by(usd);
+    }
+
+    pub fn budget_rejected(&self, route: &str, budget: &str) {
+        self.budget_rejections
+            .get_or_create(&budget_labels(route, budget))
+            .inc();
+    }
+
+    pub fn budget_downgraded(&self, route: &str, budget: &str) {
+        self.budget_downgrades
+            .get_or_create(&budget_labels(route, budget))
+            .inc();
+    }
+
+    pub fn budget_threshold(&self, route: &str, budget: &str, percent: u32) {
+        let labels = ThresholdLabels {
+            route: Label(route.into()),
+            budget: budget.to_string(),
+            percent,
+        };
+        self.budget_thresholds.get_or_create(&labels).inc();
+    }
+
+    pub fn rate_limited(&self, route: &str, limit: &str, kind: &'static str) {
+        let labels = RateLimitLabels {
+            route: Label(route.into()),
+            limit: limit.to_string(),
+            kind,
+        };
+        self.rate_limited.get_or_create(&labels).inc();
+    }
+
+    /// Sets the ledger gauges: per budget (`ns/modelroute/name`), spent and remaining
+    /// nano-USD in its current window. Budgets no longer present are dropped.
+    pub fn ledger(&self, budgets: impl IntoIterator<Item = (String, u64, u64)>) {
+        self.budget_spent.clear();
+        self.budget_remaining.clear();
+        for (budget, spent, remaining) in budgets {
+            let labels = LedgerLabels { budget };
+            #[expect(clippy::cast_precision_loss, reason = "a dashboard figure")]
+            let (spent, remaining) = (spent as f64 / 1e9, remaining as f64 / 1e9);
+            self.budget_spent.get_or_create(&labels).set(spent);
+            self.budget_remaining.get_or_create(&labels).set(remaining);
         }
     }
 
@@ -336,6 +484,13 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+fn budget_labels(route: &str, budget: &str) -> BudgetLabels {
+    BudgetLabels {
+        route: Label(route.into()),
+        budget: budget.to_string(),
     }
 }
 

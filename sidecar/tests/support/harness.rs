@@ -23,6 +23,16 @@ impl Sidecar {
     pub async fn start_with(config: &str, max_body_bytes: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("route.yaml"), config).unwrap();
+        Self::start_in(dir, max_body_bytes, None).await
+    }
+
+    /// Starts a sidecar on the config already in `dir` (`route.yaml`), keeping its budget
+    /// ledger in `ledger_file` if given.
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        max_body_bytes: usize,
+        ledger_file: Option<std::path::PathBuf>,
+    ) -> Self {
         let running = modelroute_sidecar::start(Options {
             config: Some(dir.path().to_path_buf()),
             operator: None,
@@ -30,6 +40,8 @@ impl Sidecar {
             admin_listen: "127.0.0.1:0".parse().unwrap(),
             max_body_bytes,
             drain_timeout: Duration::from_secs(5),
+            ledger_file,
+            pod_name: String::new(),
         })
         .await
         .unwrap();
@@ -51,6 +63,8 @@ impl Sidecar {
             admin_listen: "127.0.0.1:0".parse().unwrap(),
             max_body_bytes: 1024 * 1024,
             drain_timeout: Duration::from_secs(5),
+            ledger_file: None,
+            pod_name: String::new(),
         })
         .await
         .unwrap();
