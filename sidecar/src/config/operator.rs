@@ -11,10 +11,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::limits::fleet::Reporter;
 use modelroute_proto::v1::discovery_client::DiscoveryClient;
-use modelroute_proto::v1::{
-    Hello, OperatorMessage, SidecarMessage, operator_message, sidecar_message,
-};
+use modelroute_proto::v1::{Hello, SidecarMessage, operator_message, sidecar_message};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -42,6 +41,9 @@ pub const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/modelroute/token";
 /// A session that lasted this long was healthy, even without a snapshot (the operator sends
 /// none when the sidecar already has its current one): the next reconnect starts fast.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+
+/// How often budget spend is reported to the operator (at once when a budget runs low).
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long the operator may take to accept or refuse a Hello (it asks the API server to
 /// review the token) before this attempt counts as failed.
@@ -153,12 +155,14 @@ impl OperatorClient {
     pub async fn run(self, app: Arc<App>, shutdown: CancellationToken) {
         let mut backoff = Backoff::new(self.options.backoff);
         let url = self.options.url.as_str();
+        let mut reporter = Reporter::new();
         loop {
             let started = Instant::now();
             let end = tokio::select! {
                 () = shutdown.cancelled() => break,
-                end = self.session(&app) => end,
+                end = self.session(&app, &mut reporter) => end,
             };
+            reporter.on_disconnect(&app.limits);
             app.metrics.operator_connected(false);
             let healthy = match &end {
                 SessionEnd::Failed(error) => {
@@ -211,8 +215,10 @@ impl OperatorClient {
         debug!("operator client stopped");
     }
 
-    /// One session: connect, Hello, then answer every snapshot until the stream ends.
-    async fn session(&self, app: &App) -> SessionEnd {
+    /// One session: connect, Hello, then answer every snapshot and apply every grant until
+    /// the stream ends, reporting budget spend once a second (at once when a budget runs
+    /// low).
+    async fn session(&self, app: &App, reporter: &mut Reporter) -> SessionEnd {
         let active = app.table().and_then(|t| t.snapshot.clone());
         let hello = match hello::hello(&self.options, active.as_ref()) {
             Ok(h) => h,
@@ -253,8 +259,28 @@ impl OperatorClient {
             "connected to the operator"
         );
         let mut snapshots = 0;
+        for message in reporter.on_connect(&app.limits) {
+            let _ = outbound.send(message).await;
+        }
+        let mut tick = tokio::time::interval(REPORT_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let message = match inbound.message().await {
+            let next = tokio::select! {
+                next = inbound.message() => next,
+                _ = tick.tick() => {
+                    if let Some(report) = reporter.report(&app.limits, false) {
+                        let _ = outbound.send(report).await;
+                    }
+                    continue;
+                }
+                () = app.limits.want.notified() => {
+                    if let Some(report) = reporter.report(&app.limits, false) {
+                        let _ = outbound.send(report).await;
+                    }
+                    continue;
+                }
+            };
+            let message = match next {
                 Ok(Some(m)) => m,
                 Ok(None) => {
                     return SessionEnd::Ended {
@@ -269,12 +295,16 @@ impl OperatorClient {
                     };
                 }
             };
-            let OperatorMessage {
-                message: Some(operator_message::Message::Snapshot(s)),
-            } = message
-            else {
-                debug!("ignoring an operator message this sidecar does not know");
-                continue;
+            let s = match message.message {
+                Some(operator_message::Message::Snapshot(s)) => s,
+                Some(operator_message::Message::Grants(g)) => {
+                    reporter.on_grants(&app.limits, g);
+                    continue;
+                }
+                None => {
+                    debug!("ignoring an operator message this sidecar does not know");
+                    continue;
+                }
             };
             snapshots += 1;
             let reply = snapshot::apply(app, &self.source, s);

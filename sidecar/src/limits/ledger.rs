@@ -85,9 +85,15 @@ pub struct Account {
     /// The highest threshold (percent) already announced.
     #[serde(skip)]
     pub warned: u32,
-    /// Fleet: a grant was asked for and has not come.
+    /// Fleet: a grant was asked for and not answered yet.
     #[serde(skip)]
     pub asked: bool,
+    /// Fleet: a request found too little since the last report.
+    #[serde(skip)]
+    pub short: bool,
+    /// Fleet: the size of the last grant (asking for more starts below half of it).
+    #[serde(skip)]
+    pub last_grant: u64,
 }
 
 /// A threshold crossed by a settlement, to announce once.
@@ -152,8 +158,8 @@ impl Ledger {
             account.reserved += want;
             return Reserved::Full(want);
         }
-        if self.mode == Mode::Fleet && !account.exhausted && !account.asked && !unreachable {
-            account.asked = true;
+        if self.mode == Mode::Fleet && !account.exhausted && !unreachable {
+            account.short = true;
             if account.held == 0 && account.reserved == 0 {
                 return Reserved::NoGrantYet;
             }

@@ -10,6 +10,7 @@
 
 pub mod admission;
 pub mod bucket;
+pub mod fleet;
 pub mod headers;
 pub mod ledger;
 pub mod policy;
