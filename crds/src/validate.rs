@@ -166,6 +166,15 @@ fn check_provider(p: &ProviderSpec, path: &str, problems: &mut Problems) {
         }
     }
     problems.positive(format!("{path}.connectTimeout"), p.connect_timeout);
+    if let Some(limit) = &p.rate_limit
+        && limit.requests_per_minute.is_none()
+        && limit.tokens_per_minute.is_none()
+    {
+        problems.add(
+            format!("{path}.rateLimit"),
+            "set requestsPerMinute, tokensPerMinute or both".into(),
+        );
+    }
     if let Some(mock) = &p.mock {
         if mock.words_per_chunk == Some(0) {
             problems.add(

@@ -24,7 +24,8 @@ pub use limits::{
 pub use policy::{CircuitBreakerPolicy, RetryPolicy, Timeouts};
 pub use pricing::{ANY_MODEL, PriceOverride};
 pub use provider::{
-    ApiKeySource, MockFailure, MockFailureMode, MockSpec, ProviderKind, ProviderSpec, SecretKeyRef,
+    ApiKeySource, MockFailure, MockFailureMode, MockSpec, ProviderKind, ProviderRateLimit,
+    ProviderSpec, SecretKeyRef,
 };
 pub use route::{FallbackTarget, RouteSpec, WeightedTarget};
 pub use spend::{BudgetStatus, STATUS_SCOPE_VALUES, STATUS_SCOPE_VALUES_PREVIOUS};

@@ -49,6 +49,29 @@ pub struct ProviderSpec {
     /// Behaviour of the built-in `mock` provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mock: Option<MockSpec>,
+    /// What the provider account allows, per sidecar: a request that finds no room waits
+    /// up to `maxQueue`, then moves on to the route's next target, instead of being sent
+    /// to collect a 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<ProviderRateLimit>,
+}
+
+/// A provider account's limits (see [`ProviderSpec::rate_limit`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderRateLimit {
+    /// Requests per minute, at least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub requests_per_minute: Option<u32>,
+    /// Tokens per minute (prompt estimate plus `max_tokens`, as providers count them
+    /// before answering), at least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub tokens_per_minute: Option<u32>,
+    /// How long a request may wait for room. Default 1s; `0s` moves on at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue: Option<Duration>,
 }
 
 /// The wire protocol a provider speaks.

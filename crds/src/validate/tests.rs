@@ -202,3 +202,17 @@ fn secret_refs_must_name_a_valid_secret_and_key() {
     );
     assert_eq!(validate(&spec(&good)), vec![]);
 }
+
+#[test]
+fn a_provider_rate_limit_needs_a_limit() {
+    let s = spec(
+        "  providers: [{name: a, kind: openai, baseUrl: \"http://x/v1\", rateLimit: {maxQueue: 2s}}]\n  routes:\n    - model: m\n      targets: [{provider: a, model: x}]\n",
+    );
+    let problems = validate(&s);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, "spec.providers[0].rateLimit");
+    let ok = spec(
+        "  providers: [{name: a, kind: openai, baseUrl: \"http://x/v1\", rateLimit: {requestsPerMinute: 500}}]\n  routes:\n    - model: m\n      targets: [{provider: a, model: x}]\n",
+    );
+    assert_eq!(validate(&ok), vec![]);
+}

@@ -183,6 +183,12 @@ impl ModelRequest {
             })
     }
 
+    /// The tokens a provider counts against its rate limit before answering: the prompt's
+    /// estimate plus the output limit (as OpenAI counts them).
+    pub fn rate_limit_tokens(&self) -> u64 {
+        crate::cost::estimate_request_tokens(&self.body) + self.max_tokens().unwrap_or(0)
+    }
+
     /// The OpenAI `user` field.
     pub fn user(&self) -> Option<String> {
         match self.field("user") {

@@ -15,6 +15,7 @@ use super::keys::SecretKeys;
 use super::limits;
 use super::table::{BreakerPolicy, RetryPolicy, Route, RouteTable, Target, Timeouts};
 use crate::dispatch::breaker::Breaker;
+use crate::limits::provider::{DEFAULT_MAX_QUEUE, ProviderLimiter};
 use crate::provider::{Backend, HttpProvider, MockProvider, Provider, Wire, client};
 use crate::secret::Secret;
 use crate::telemetry::Metrics;
@@ -226,10 +227,12 @@ fn build_provider(
     let wire = match spec.kind {
         ProviderKind::Mock => {
             let mock = MockProvider::new(spec.mock.clone().unwrap_or_default());
+            let endpoint = format!("mock|{}", spec.name);
             return Ok(Provider {
                 name: spec.name.as_str().into(),
                 kind: spec.kind,
-                endpoint: format!("mock|{}", spec.name),
+                limiter: limiter(spec, previous, &endpoint),
+                endpoint,
                 backend: Backend::Mock(mock),
             });
         }
@@ -294,9 +297,28 @@ fn build_provider(
     Ok(Provider {
         name: spec.name.as_str().into(),
         kind: spec.kind,
+        limiter: limiter(spec, previous, &endpoint),
         endpoint,
         backend,
     })
+}
+
+/// The provider's account limits, kept across a reload that changes neither them nor the
+/// endpoint (so what was used this minute still counts).
+fn limiter(
+    spec: &ProviderSpec,
+    previous: Option<&RouteTable>,
+    endpoint: &str,
+) -> Option<Arc<ProviderLimiter>> {
+    let limit = spec.rate_limit.as_ref()?;
+    let rpm = limit.requests_per_minute.map_or(0, u64::from);
+    let tpm = limit.tokens_per_minute.map_or(0, u64::from);
+    let queue = limit.max_queue.map_or(DEFAULT_MAX_QUEUE, Into::into);
+    let kept = previous
+        .and_then(|t| t.providers().iter().find(|p| p.endpoint == endpoint))
+        .and_then(|p| p.limiter.clone())
+        .filter(|l| l.same(rpm, tpm, queue));
+    Some(kept.unwrap_or_else(|| Arc::new(ProviderLimiter::new(rpm, tpm, queue))))
 }
 
 /// Reads a key from its source. Messages name the source, never the key.

@@ -52,6 +52,7 @@ pub async fn run<T, F, Fut>(
     route: &Route,
     metrics: &Metrics,
     eligible: impl Fn(&Target) -> bool,
+    tokens: impl Fn() -> u64,
     mut attempt: F,
 ) -> Result<Success<T>, ProxyError>
 where
@@ -66,6 +67,17 @@ where
             continue;
         }
         any_eligible = true;
+        // The provider account's limit: wait briefly for room, else spill to the next
+        // target rather than collect its 429.
+        if let Some(limiter) = &target.provider.limiter
+            && !limiter.acquire(tokens()).await
+        {
+            metrics.attempt(&route.alias, &target.label, "provider_limited");
+            if last.is_none() {
+                last = Some((target.clone(), TryError::provider_limited(&target)));
+            }
+            continue;
+        }
         let mut backoff = Backoff::new(&route.retry);
         let mut retries = 0;
         loop {
@@ -163,6 +175,25 @@ impl TryError {
             },
             retry_after: None,
             outcome: "unsupported",
+        }
+    }
+
+    /// The target's provider account had no room within its `maxQueue` (the sidecar's
+    /// own count of `rateLimit`); nothing was sent.
+    pub fn provider_limited(target: &Target) -> Self {
+        Self {
+            disposition: Disposition::FailOver,
+            status: Some(StatusCode::TOO_MANY_REQUESTS),
+            error: ErrorBody {
+                message: format!(
+                    "{}: the provider's rate limit (providers[].rateLimit) has no room now",
+                    target.label
+                ),
+                kind: Some("requests".into()),
+                code: Some("rate_limit_exceeded".into()),
+            },
+            retry_after: None,
+            outcome: "provider_limited",
         }
     }
 

@@ -249,10 +249,12 @@ async fn unary(
     exchange: Exchange,
 ) -> Result<Success<Answer>, ProxyError> {
     let first_byte = route.timeouts.first_byte;
+    let tokens = std::sync::OnceLock::new();
     let attempts = dispatch::run(
         route,
         &app.metrics,
         |t| exchange.eligible(t),
+        || *tokens.get_or_init(|| request.rate_limit_tokens()),
         |target| try_unary(target, request, headers, exchange, first_byte),
     );
     match tokio::time::timeout(route.timeouts.total, attempts).await {

@@ -14,6 +14,7 @@ pub mod fleet;
 pub mod headers;
 pub mod ledger;
 pub mod policy;
+pub mod provider;
 pub mod rate;
 pub mod store;
 

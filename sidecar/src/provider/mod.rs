@@ -39,6 +39,8 @@ pub struct Provider {
     /// and circuit breakers survive a reload that does not change it.
     pub endpoint: String,
     pub backend: Backend,
+    /// The provider account's own limits (`rateLimit`), if set.
+    pub limiter: Option<Arc<crate::limits::provider::ProviderLimiter>>,
 }
 
 #[derive(Debug)]

@@ -145,10 +145,12 @@ async fn run(
     let mut client = Client::Waiting(respond, dialect, extra);
     let first_byte = route.timeouts.first_byte;
     let (request, headers) = (&request, &headers);
+    let tokens = std::sync::OnceLock::new();
     let attempts = dispatch::run(
         &route,
         &app.metrics,
         |t| exchange.eligible(t),
+        || *tokens.get_or_init(|| request.rate_limit_tokens()),
         |target| try_stream(target, request, headers, exchange, first_byte),
     );
     let attempts = timeout_at(deadline, attempts);
