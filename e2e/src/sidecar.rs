@@ -59,11 +59,20 @@ pub fn start(
     upstream: SocketAddr,
     worker_threads: Option<usize>,
 ) -> anyhow::Result<Sidecar> {
+    start_with_config(bin, &self::config(upstream), worker_threads)
+}
+
+/// [`start`] with another ModelRoute config.
+pub fn start_with_config(
+    bin: &Path,
+    config_yaml: &str,
+    worker_threads: Option<usize>,
+) -> anyhow::Result<Sidecar> {
     let dir = tempfile::Builder::new()
         .prefix("modelroute-bench-sidecar")
         .tempdir()?;
     let config = dir.path().join("bench.yaml");
-    std::fs::write(&config, self::config(upstream))?;
+    std::fs::write(&config, config_yaml)?;
     let mut cmd = Command::new(bin);
     cmd.arg("--config")
         .arg(&config)

@@ -1,0 +1,183 @@
+//! `limits-bench`: what budgets and rate limits cost on the request path.
+//!
+//! Two release sidecars in front of the same fake upstream, one worker thread each: one
+//! with the plain bench route, one with the same route under a budget (reservation and
+//! settlement on every request, cost from usage and price), a per-tenant budget and a
+//! rate limit with requests and tokens per minute (limits far above the load, so nothing
+//! is refused: the bookkeeping is what is measured). Closed-loop load at concurrency 1 and
+//! 64, the two sidecars alternating for several rounds so drift on a shared machine hits
+//! both; medians of the rounds are reported.
+//!
+//! ```text
+//! cargo run --release -p modelroute-e2e --bin limits-bench -- [--rounds 5] [--seconds 5]
+//! ```
+
+#![expect(
+    clippy::print_stdout,
+    reason = "benchmark binary: the report goes to stdout"
+)]
+
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use modelroute_e2e::fake_upstream;
+use modelroute_e2e::load::{self, Target};
+use modelroute_e2e::process::{self, ChildGuard};
+use modelroute_e2e::sidecar;
+
+#[derive(Parser)]
+#[command(name = "limits-bench")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Rounds of (plain, limited) runs.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Internal: run the fake upstream (the bench starts itself with this).
+    FakeUpstream(fake_upstream::Args),
+}
+
+/// One run's numbers: p50 and p99 latency (µs) and throughput (req/s).
+#[derive(Clone, Copy, Debug, Default)]
+struct Numbers {
+    p50: f64,
+    p99: f64,
+    rps: f64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Cmd::FakeUpstream(args)) = &cli.cmd {
+        return match fake_upstream::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("fake-upstream: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    process::install_panic_cleanup();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("limits-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("limits-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<()> {
+    let workspace = modelroute_e2e::binaries::workspace();
+    let bin = tokio::task::spawn_blocking(move || sidecar::build(&workspace)).await??;
+    let (_upstream, upstream) = start_upstream()?;
+    let plain_config = sidecar::config(upstream);
+    let limited_config = format!(
+        "{plain_config}  pricing:\n    - {{provider: fake, model: \"*\", input: 0.15, output: 0.6}}\n  budgets:\n    - {{name: monthly, amountUsd: 1000000, window: monthly, thresholds: [50, 80]}}\n    - {{name: per-tenant, amountUsd: 100000, window: daily, scope: header, header: x-tenant}}\n  rateLimits:\n    - {{name: rpm, requestsPerMinute: 100000000, tokensPerMinute: 4000000000}}\n"
+    );
+    let mut plain = sidecar::start_with_config(&bin, &plain_config, Some(1))?;
+    let mut limited = sidecar::start_with_config(&bin, &limited_config, Some(1))?;
+    let targets = [
+        Target {
+            name: "plain",
+            addr: plain.addr,
+        },
+        Target {
+            name: "limited",
+            addr: limited.addr,
+        },
+    ];
+    for t in &targets {
+        let stats = load::closed_loop(t, 1, Some(200), None).await?;
+        anyhow::ensure!(stats.errors == 0, "{}: {:?}", t.name, stats.first_error);
+    }
+    let duration = Duration::from_secs(cli.seconds);
+    let mut runs: Vec<[Vec<Numbers>; 2]> = vec![[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
+    for round in 0..cli.rounds {
+        for (c, conns) in [1usize, 64].into_iter().enumerate() {
+            for (i, t) in targets.iter().enumerate() {
+                let stats = load::closed_loop(t, conns, None, Some(duration)).await?;
+                anyhow::ensure!(stats.errors == 0, "{}: {:?}", t.name, stats.first_error);
+                let n = Numbers {
+                    p50: stats.us(0.5),
+                    p99: stats.us(0.99),
+                    rps: stats.throughput(),
+                };
+                eprintln!(
+                    "limits-bench: round {round} c={conns} {}: p50 {:.1} µs, p99 {:.1} µs, {:.0} req/s",
+                    t.name, n.p50, n.p99, n.rps
+                );
+                runs[c][i].push(n);
+            }
+        }
+    }
+    plain.guard.check_alive()?;
+    limited.guard.check_alive()?;
+    println!("| concurrency | sidecar | p50 µs | p99 µs | req/s |\n|---|---|---|---|---|");
+    for (c, conns) in [1, 64].into_iter().enumerate() {
+        for (i, t) in targets.iter().enumerate() {
+            let m = median(&runs[c][i]);
+            println!(
+                "| {conns} | {} | {:.1} | {:.1} | {:.0} |",
+                t.name, m.p50, m.p99, m.rps
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The median of each number across rounds.
+fn median(runs: &[Numbers]) -> Numbers {
+    let pick = |f: fn(&Numbers) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or_default()
+    };
+    Numbers {
+        p50: pick(|n| n.p50),
+        p99: pick(|n| n.p99),
+        rps: pick(|n| n.rps),
+    }
+}
+
+fn start_upstream() -> anyhow::Result<(ChildGuard, std::net::SocketAddr)> {
+    let exe = std::env::current_exe().context("cannot find the bench's own executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "fake-upstream",
+        "--listen",
+        "127.0.0.1:0",
+        "--exit-on-stdin-eof",
+    ]);
+    let (guard, line) = ChildGuard::spawn(
+        "fake-upstream",
+        cmd,
+        "fake-upstream listening",
+        Duration::from_secs(10),
+    )?;
+    let addr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|a| a.trim().parse().ok())
+        .with_context(|| format!("no address in `{line}`"))?;
+    Ok((guard, addr))
+}
