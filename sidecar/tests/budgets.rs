@@ -500,3 +500,30 @@ spec:
     }
     assert_eq!(primary.hits(), 610);
 }
+
+#[tokio::test]
+async fn an_answer_without_usage_is_costed_by_estimate_and_says_so() {
+    let body = json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "big",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "Four short words here."}}],
+    });
+    let upstream = FakeUpstream::start(Reply::Raw {
+        status: 200,
+        content_type: "application/json",
+        body: body.to_string(),
+    })
+    .await;
+    let sc = Sidecar::start(&config(&upstream, "", "")).await;
+    let (status, headers, _) = post_json(&sc.chat_url(), &ask(5)).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-modelroute-cost-estimated"], "true");
+    // Prompt and answer estimated from their text: more than nothing, and at least what
+    // the words alone would cost.
+    let cost = nano(headers["x-modelroute-cost-usd"].to_str().unwrap());
+    assert!(cost >= 4 * 2_000_000, "{cost}");
+    let estimated = sc
+        .metric("modelroute_cost_usd_total", &[("estimated", "true")])
+        .await;
+    assert!((estimated - cost as f64 / 1e9).abs() < 1e-9);
+}
