@@ -277,7 +277,7 @@ impl Admission {
         target: Option<&Target>,
         usage: Option<TokenUsage>,
         estimated_output: u64,
-        alias: &str,
+        alias: &Arc<str>,
         metrics: &Metrics,
     ) -> Option<Cost> {
         self.settled = true;

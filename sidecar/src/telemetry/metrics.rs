@@ -303,9 +303,9 @@ impl Metrics {
     }
 
     /// A request's cost at its target's price.
-    pub fn cost(&self, route: &str, target: &Arc<str>, cost: crate::cost::Cost) {
+    pub fn cost(&self, route: &Arc<str>, target: &Arc<str>, cost: crate::cost::Cost) {
         let labels = CostLabels {
-            route: Label(route.into()),
+            route: Label(route.clone()),
             target: Label(target.clone()),
             estimated: if cost.estimated { "true" } else { "false" },
         };
