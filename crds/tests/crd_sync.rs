@@ -228,6 +228,7 @@ fn budget_status_as_written_matches_the_schema() {
         window: "2026-12".parse().unwrap(),
         scope_value: scope.into(),
         others,
+        most_spent_usd: others.map(|_| NanoUsd::from_nanos(7)),
         limit_usd: "500".parse().unwrap(),
         spent_usd: NanoUsd::from_nanos(12_345_678_901),
         remaining_usd: "487.654321099".parse().unwrap(),

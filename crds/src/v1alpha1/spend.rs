@@ -42,6 +42,11 @@ pub struct BudgetStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub others: Option<u32>,
+    /// On the `others` entry: the most any one of its scope values has spent. A restarted
+    /// operator starts each scope value it finds no entry for from this amount, so spend is
+    /// never under-counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub most_spent_usd: Option<NanoUsd>,
     /// The budget's amount for the window (per scope value).
     pub limit_usd: NanoUsd,
     /// Spend the sidecars reported in the window.
