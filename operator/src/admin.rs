@@ -20,6 +20,7 @@ use tracing::warn;
 
 use crate::discovery::Registry;
 use crate::index::World;
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 
 /// What the admin port reads.
@@ -27,6 +28,8 @@ use crate::metrics::Metrics;
 pub struct Admin {
     pub world: watch::Receiver<Arc<World>>,
     pub registry: Arc<Registry>,
+    /// Spend per budget and window (empty on a follower).
+    pub ledger: Arc<Ledger>,
     pub metrics: Arc<Metrics>,
     /// True once the source has its first full state.
     pub synced: watch::Receiver<bool>,
@@ -90,8 +93,8 @@ impl Admin {
         }
     }
 
-    /// Every ModelRoute's verdict and sync, and the connected sidecars. No keys: the
-    /// world's resources are never rendered here.
+    /// Every ModelRoute's verdict, sync and spend (as in `status.budgets`), and the
+    /// connected sidecars. No keys: the world's resources are never rendered here.
     fn status(&self) -> Response<Full<Bytes>> {
         let world = self.world.borrow().clone();
         let routes: Vec<_> = world
@@ -114,6 +117,7 @@ impl Admin {
                     "sidecarsInSync": sync.in_sync,
                     "sidecarsRefusing": sync.refusing,
                     "lastNack": sync.last_nack,
+                    "budgets": self.ledger.statuses(key),
                 })
             })
             .collect();

@@ -21,6 +21,12 @@ pub struct Args {
     /// With --routes-dir: a file holding the token every sidecar must present.
     #[arg(long, env = "MODELROUTE_STATIC_TOKEN_FILE", requires = "routes_dir")]
     pub static_token_file: Option<PathBuf>,
+    /// With --routes-dir: persist the budget ledger (spend and allowance held per budget,
+    /// scope value and window) to this JSON file, replaced atomically about once a second
+    /// while it changes, and read back at start. Without it, spend starts from zero when the
+    /// operator restarts. (In Kubernetes the ledger lives in ModelRoute status.)
+    #[arg(long, env = "MODELROUTE_LEDGER_FILE", requires = "routes_dir")]
+    pub ledger_file: Option<PathBuf>,
     /// Address of the discovery gRPC server (TLS).
     #[arg(long, env = "MODELROUTE_GRPC_LISTEN", default_value = "0.0.0.0:8443")]
     pub grpc_listen: SocketAddr,

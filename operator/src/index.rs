@@ -62,6 +62,10 @@ pub struct Published {
     pub resource: Resource,
     /// SHA-256 over everything in `resource`: equal digests, equal content.
     pub digest: [u8; 32],
+    /// The spec, parsed (the ledger reads budgets and rate limits from it).
+    pub spec: ModelRouteSpec,
+    /// `metadata.uid`, when the source has one (Events refer to the object by it).
+    pub uid: Option<String>,
 }
 
 /// The judgement of one ModelRoute at one generation.
@@ -266,7 +270,8 @@ impl Index {
             let key = ObjectKey::of(route);
             let generation = route.metadata.generation.unwrap_or(0);
             let count = route.spec.routes.len();
-            let (published, problem) = match publish(&key, generation, &route.spec, secrets) {
+            let uid = route.metadata.uid.clone();
+            let (published, problem) = match publish(&key, generation, uid, &route.spec, secrets) {
                 Ok(p) => (Some(reuse(old.routes.get(&key), p)), None),
                 // The last good version, if any, keeps serving.
                 Err(problem) => (old.routes.get(&key).cloned(), Some(problem)),
@@ -330,7 +335,13 @@ impl Index {
 /// The old `Arc` when nothing changed, so unchanged routes compare by pointer.
 fn reuse(old: Option<&Arc<Published>>, new: Published) -> Arc<Published> {
     match old {
-        Some(old) if old.digest == new.digest && old.generation == new.generation => old.clone(),
+        Some(old)
+            if old.digest == new.digest
+                && old.generation == new.generation
+                && old.uid == new.uid =>
+        {
+            old.clone()
+        }
         _ => Arc::new(new),
     }
 }
@@ -339,6 +350,7 @@ fn reuse(old: Option<&Arc<Published>>, new: Published) -> Arc<Published> {
 fn publish(
     key: &ObjectKey,
     generation: i64,
+    uid: Option<String>,
     spec: &ModelRouteSpec,
     secrets: &dyn SecretStore,
 ) -> Result<Published, Problem> {
@@ -418,6 +430,8 @@ fn publish(
         selector,
         resource,
         digest,
+        spec: spec.clone(),
+        uid,
     })
 }
 

@@ -49,6 +49,8 @@ pub enum SourceOptions {
         routes_dir: PathBuf,
         secrets_dir: Option<PathBuf>,
         static_token: String,
+        /// Where the budget ledger is persisted (JSON); `None`: in memory only.
+        ledger_file: Option<PathBuf>,
     },
     /// The Kubernetes API (in-cluster config or KUBECONFIG); sidecars present projected
     /// ServiceAccount tokens.
@@ -198,6 +200,21 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     let index = Arc::new(index);
     let registry = Arc::new(Registry::default());
     let metrics = Arc::new(Metrics::new());
+    let store = match (&options.source, &client) {
+        (SourceOptions::Files { ledger_file, .. }, _) => match ledger_file {
+            Some(path) => ledger::Store::File(path.clone()),
+            None => {
+                warn!(
+                    "no --ledger-file: budget spend lives in memory and starts from zero when \
+                     the operator restarts"
+                );
+                ledger::Store::Memory
+            }
+        },
+        (SourceOptions::Kubernetes(_), Some(client)) => ledger::Store::Status(client.clone()),
+        (SourceOptions::Kubernetes(_), None) => ledger::Store::Memory,
+    };
+    let ledger = Arc::new(ledger::Ledger::new(store.persistent(), metrics.clone()));
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let (synced_tx, synced) = watch::channel(false);
@@ -216,6 +233,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             routes_dir,
             secrets_dir,
             static_token,
+            ledger_file: _,
         } => {
             let mut files = source::files::FileSource::new(routes_dir.clone(), secrets_dir.clone());
             files.load(&index);
@@ -298,9 +316,39 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         _ => None,
     };
 
+    // Budget events go on the ModelRoutes in a cluster (and to the log and metrics always).
+    let sink = match (&options.source, &client) {
+        (SourceOptions::Kubernetes(k), Some(client)) => Some(ledger::events::EventSink {
+            client: client.clone(),
+            instance: k.lease.identity.clone(),
+        }),
+        _ => None,
+    };
+    let (announcer, publish) =
+        ledger::events::Announcer::new(sink, metrics.clone(), shutdown.clone());
+    tasks.spawn(publish);
+    tasks.spawn(ledger::run(
+        ledger::run::Parts {
+            ledger: ledger.clone(),
+            store,
+            announcer,
+            metrics: metrics.clone(),
+            world: world.clone(),
+            synced: synced.clone(),
+            leader: leader.clone(),
+            pods_known: matches!(options.source, SourceOptions::Kubernetes(_)),
+        },
+        shutdown.clone(),
+    ));
+
     // Sessions wait for the first full state (an empty world would tell every sidecar
-    // to drop its routes) and for leadership (the leader books ACKs and, later, spend).
-    let serving = serving(synced.clone(), leader, &mut tasks, shutdown.clone());
+    // to drop its routes), for leadership (the leader books ACKs and spend) and for the
+    // ledger to be read back (a report applied to an empty ledger would restart spend).
+    let serving = serving(
+        [synced.clone(), leader, ledger.ready()],
+        &mut tasks,
+        shutdown.clone(),
+    );
     {
         let metrics = metrics.clone();
         let mut world = world.clone();
@@ -321,6 +369,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         world: world.clone(),
         auth,
         registry: registry.clone(),
+        ledger: ledger.clone(),
         metrics: metrics.clone(),
         serving,
         shutdown: shutdown.clone(),
@@ -335,6 +384,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     let admin_server = admin::Admin {
         world,
         registry: registry.clone(),
+        ledger: ledger.clone(),
         metrics,
         synced,
     };
@@ -424,22 +474,23 @@ async fn owner(
     }))
 }
 
-/// `synced && leader`, as a watch.
+/// All of `conditions` true, as a watch.
 fn serving(
-    mut synced: watch::Receiver<bool>,
-    mut leader: watch::Receiver<bool>,
+    mut conditions: [watch::Receiver<bool>; 3],
     tasks: &mut JoinSet<()>,
     shutdown: CancellationToken,
 ) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tasks.spawn(async move {
         loop {
-            let now = *synced.borrow_and_update() && *leader.borrow_and_update();
+            let now = conditions.iter_mut().all(|c| *c.borrow_and_update());
             tx.send_if_modified(|v| std::mem::replace(v, now) != now);
+            let [a, b, c] = &mut conditions;
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                r = synced.changed() => if r.is_err() { return },
-                r = leader.changed() => if r.is_err() { return },
+                r = a.changed() => if r.is_err() { return },
+                r = b.changed() => if r.is_err() { return },
+                r = c.changed() => if r.is_err() { return },
             }
         }
     });

@@ -84,6 +84,7 @@ fn options(args: &Args) -> anyhow::Result<Options> {
                 routes_dir: routes_dir.clone(),
                 secrets_dir: args.secrets_dir.clone(),
                 static_token,
+                ledger_file: args.ledger_file.clone(),
             }
         }
         None => {

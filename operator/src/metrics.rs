@@ -1,7 +1,9 @@
 //! The operator's Prometheus metrics, served on the admin port's `/metrics`.
 //!
-//! Labels are small fixed sets (results, refusal reasons); nothing per pod or per
-//! ModelRoute, so cardinality does not grow with the fleet.
+//! Labels are small fixed sets (results, refusal reasons); nothing per pod, and per
+//! ModelRoute only for budgets (namespace, ModelRoute, budget and window or threshold: one
+//! series per budget, never per scope value), so cardinality grows with the budgets people
+//! write, not with the fleet or its tenants.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,6 +11,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use crate::ledger::book::Total;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
@@ -19,6 +27,34 @@ struct ReasonLabels {
 struct ResultLabels {
     result: &'static str,
 }
+
+/// One budget in one window.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    namespace: String,
+    modelroute: String,
+    budget: String,
+    window: String,
+}
+
+/// One threshold of one budget.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ThresholdLabels {
+    namespace: String,
+    modelroute: String,
+    budget: String,
+    percent: u32,
+}
+
+/// One budget.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetNameLabels {
+    namespace: String,
+    modelroute: String,
+    budget: String,
+}
+
+type UsdGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric family of the operator.
 #[derive(Debug)]
@@ -36,6 +72,15 @@ pub struct Metrics {
     leader: Gauge,
     webhook_reviews: Family<OutcomeLabels, Counter>,
     webhook_duration: Histogram,
+    usage_reports: Family<ResultLabels, Counter>,
+    usage_ignored: Family<ReasonLabels, Counter>,
+    ledger_writes: Family<ResultLabels, Counter>,
+    budget_spent: Family<BudgetLabels, UsdGauge>,
+    budget_remaining: Family<BudgetLabels, UsdGauge>,
+    budget_thresholds: Family<ThresholdLabels, Counter>,
+    budget_exhausted: Family<BudgetNameLabels, Counter>,
+    /// The budget series set last, so the ones gone (a window ended) can be removed.
+    budget_series: Mutex<HashSet<BudgetLabels>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -128,8 +173,58 @@ impl Metrics {
             "Time to read, judge and answer one admission review",
             webhook_duration.clone(),
         );
+        let usage_reports = Family::default();
+        registry.register(
+            "usage_reports",
+            "Usage reports from sidecars, by result (applied|duplicate)",
+            usage_reports.clone(),
+        );
+        let usage_ignored = Family::default();
+        registry.register(
+            "usage_keys_ignored",
+            "Keys of usage reports not booked, by reason (other_namespace|unknown_budget|bad_window|stale_window|long_scope_value|other_pod|scoped_route|too_many_scope_values|missing)",
+            usage_ignored.clone(),
+        );
+        let ledger_writes = Family::default();
+        registry.register(
+            "ledger_writes",
+            "Writes of the budget ledger (status.budgets or --ledger-file), by result (ok|error)",
+            ledger_writes.clone(),
+        );
+        let budget_spent = Family::default();
+        registry.register(
+            "budget_spent_usd",
+            "Spend recorded per budget and window (summed over scope values)",
+            budget_spent.clone(),
+        );
+        let budget_remaining = Family::default();
+        registry.register(
+            "budget_remaining_usd",
+            "Amount left per budget and window (for scoped budgets: the smallest of any scope value that spent)",
+            budget_remaining.clone(),
+        );
+        let budget_thresholds = Family::default();
+        registry.register(
+            "budget_thresholds_crossed",
+            "Budget thresholds crossed (once per scope value and window)",
+            budget_thresholds.clone(),
+        );
+        let budget_exhausted = Family::default();
+        registry.register(
+            "budget_exhausted",
+            "Budgets with nothing left to grant (once per scope value and window)",
+            budget_exhausted.clone(),
+        );
         Self {
             registry,
+            usage_reports,
+            usage_ignored,
+            ledger_writes,
+            budget_spent,
+            budget_remaining,
+            budget_thresholds,
+            budget_exhausted,
+            budget_series: Mutex::default(),
             webhook_reviews,
             webhook_duration,
             connected,
@@ -216,5 +311,80 @@ impl Metrics {
 
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
+    }
+
+    pub fn usage_report(&self, duplicate: bool) {
+        let result = if duplicate { "duplicate" } else { "applied" };
+        self.usage_reports
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn usage_key_ignored(&self, reason: &'static str) {
+        self.usage_ignored
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn ledger_write(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.ledger_writes
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn budget_threshold(&self, namespace: &str, modelroute: &str, budget: &str, percent: u32) {
+        self.budget_thresholds
+            .get_or_create(&ThresholdLabels {
+                namespace: namespace.into(),
+                modelroute: modelroute.into(),
+                budget: budget.into(),
+                percent,
+            })
+            .inc();
+    }
+
+    pub fn budget_exhausted(&self, namespace: &str, modelroute: &str, budget: &str) {
+        self.budget_exhausted
+            .get_or_create(&BudgetNameLabels {
+                namespace: namespace.into(),
+                modelroute: modelroute.into(),
+                budget: budget.into(),
+            })
+            .inc();
+    }
+
+    /// Sets spend and remaining of every budget and window; removes the series of those
+    /// that are gone.
+    pub fn budgets(&self, totals: &[Total]) {
+        // Metrics are not accounting: an f64 of USD is fine here.
+        let usd = |nanos: u64| nanos as f64 / 1e9;
+        let mut now = HashSet::with_capacity(totals.len());
+        for t in totals {
+            let labels = BudgetLabels {
+                namespace: t.budget.route.namespace.clone(),
+                modelroute: t.budget.route.name.clone(),
+                budget: t.budget.budget.clone(),
+                window: t.window.to_string(),
+            };
+            self.budget_spent.get_or_create(&labels).set(usd(t.spent));
+            self.budget_remaining
+                .get_or_create(&labels)
+                .set(usd(t.remaining));
+            now.insert(labels);
+        }
+        let Ok(mut series) = self.budget_series.lock() else {
+            return;
+        };
+        for gone in series.difference(&now) {
+            self.budget_spent.remove(gone);
+            self.budget_remaining.remove(gone);
+        }
+        *series = now;
+    }
+
+    /// Removes every budget gauge (this replica stopped leading).
+    pub fn clear_budgets(&self) {
+        self.budgets(&[]);
     }
 }

@@ -280,6 +280,53 @@ async fn current_status_is_not_written_again() {
     assert_eq!(action, Action::requeue(reconcile::RESYNC));
 }
 
+/// `status.budgets` belongs to the ledger's field manager: the controller neither compares
+/// it nor applies it (an apply without it leaves it to its owner).
+#[tokio::test]
+async fn budgets_in_status_are_left_to_the_ledger() {
+    let r = route("team-a", "chat", 1, MOCK);
+    let mut first = Fixture::new();
+    first
+        .index
+        .update([&r], &SecretMap::default(), BTreeMap::new());
+    let (_, applied) = first.reconcile(&r, status_apply("team-a", "chat")).await;
+    let applied = applied.expect("a status write");
+    assert!(applied.budgets.is_empty());
+
+    let mut current = r.clone();
+    let mut status = applied;
+    status.budgets = vec![modelroute_crds::BudgetStatus {
+        name: "team".into(),
+        window: "2026-12".parse().unwrap(),
+        scope_value: String::new(),
+        others: None,
+        most_spent_usd: None,
+        limit_usd: "1".parse().unwrap(),
+        spent_usd: "0.5".parse().unwrap(),
+        remaining_usd: "0.5".parse().unwrap(),
+        held_usd: "0".parse().unwrap(),
+    }];
+    current.status = Some(status);
+    let mut again = Fixture::new();
+    again
+        .index
+        .update([&current], &SecretMap::default(), BTreeMap::new());
+    let (_, written) = again.reconcile(&current, Scenario::NoCall).await;
+    assert_eq!(written, None, "only budgets differ: nothing to write");
+
+    // A real change: the apply carries no budgets.
+    let mut changed = current.clone();
+    changed.metadata.generation = Some(2);
+    let mut third = Fixture::new();
+    third
+        .index
+        .update([&changed], &SecretMap::default(), BTreeMap::new());
+    let (_, written) = third
+        .reconcile(&changed, status_apply("team-a", "chat"))
+        .await;
+    assert!(written.expect("written").budgets.is_empty());
+}
+
 #[tokio::test]
 async fn sidecar_nack_makes_it_degraded_with_the_reason() {
     let mut fx = Fixture::new();

@@ -2,9 +2,12 @@
 //!
 //! A session authenticates the sidecar's hello ([`auth`]), then sends the pod its
 //! snapshot ([`snapshot`]) and a new one whenever the world changes in a way that pod can
-//! see, and books every ACK and NACK in the [`registry`].
+//! see, and books every ACK and NACK in the [`registry`]. Usage reports go to the budget
+//! ledger and are answered with grants on the same stream, as are the pod's rate-limit
+//! shares.
 
 pub mod auth;
+mod budget;
 pub mod registry;
 pub mod snapshot;
 mod stream;
@@ -22,12 +25,13 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 
 use crate::index::World;
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 pub use auth::{AUDIENCE, Authenticator, Refusal};
 pub use registry::Registry;
 
-/// The largest message a sidecar may send. Hellos, ACKs and NACKs are small; this bounds
-/// what a hostile client can make the operator buffer.
+/// The largest message a sidecar may send. Hellos, ACKs, NACKs and usage reports are small;
+/// this bounds what a hostile client can make the operator buffer.
 const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// What every session shares.
@@ -36,9 +40,12 @@ pub struct Discovery {
     pub world: watch::Receiver<Arc<World>>,
     pub auth: Authenticator,
     pub registry: Arc<Registry>,
+    /// The budget ledger: sessions apply usage reports and answer them with grants.
+    pub ledger: Arc<Ledger>,
     pub metrics: Arc<Metrics>,
-    /// False while this replica may not serve sidecars (a follower): sessions are refused
-    /// and open ones end, so sidecars reconnect to the leader.
+    /// False while this replica may not serve sidecars (a follower, or a leader whose
+    /// ledger is not restored yet): sessions are refused and open ones end, so sidecars
+    /// reconnect to the leader.
     pub serving: watch::Receiver<bool>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,

@@ -17,9 +17,14 @@ use crate::index::ObjectKey;
 #[derive(Debug)]
 pub struct Registry {
     sessions: Mutex<HashMap<u64, Session>>,
+    /// Per ModelRoute, the connected sidecars it is sent to (what rate-limit shares divide
+    /// by).
+    receivers: Mutex<HashMap<ObjectKey, usize>>,
     next_id: AtomicU64,
     /// Bumped on every change, so readers can wait for one.
     changes: watch::Sender<u64>,
+    /// Bumped when `receivers` changes.
+    membership: watch::Sender<u64>,
 }
 
 /// A session's id in the registry.
@@ -35,6 +40,8 @@ struct Session {
     acked: Option<(String, Contents)>,
     /// The last refusal: the ModelRoutes of the refused snapshot and the reason.
     nacked: Option<(Contents, String)>,
+    /// The ModelRoutes of the snapshot last sent.
+    receives: Contents,
 }
 
 /// How the sidecars of one ModelRoute are doing.
@@ -54,8 +61,10 @@ impl Default for Registry {
     fn default() -> Self {
         Self {
             sessions: Mutex::default(),
+            receivers: Mutex::default(),
             next_id: AtomicU64::new(1),
             changes: watch::Sender::new(0),
+            membership: watch::Sender::new(0),
         }
     }
 }
@@ -70,6 +79,7 @@ impl Registry {
                     pod,
                     acked: None,
                     nacked: None,
+                    receives: Contents::default(),
                 },
             );
         });
@@ -77,9 +87,62 @@ impl Registry {
     }
 
     pub fn disconnect(&self, id: SessionId) {
-        self.with(|s| {
-            s.remove(&id);
-        });
+        let mut gone = None;
+        self.with(|s| gone = s.remove(&id));
+        if let Some(session) = gone {
+            self.count(&session.receives, &[]);
+        }
+    }
+
+    /// Session `id` was sent a snapshot of `routes`.
+    pub fn receives(&self, id: SessionId, routes: Contents) {
+        let old = {
+            let Ok(mut sessions) = self.sessions.lock() else {
+                return;
+            };
+            let Some(session) = sessions.get_mut(&id) else {
+                return;
+            };
+            std::mem::replace(&mut session.receives, routes.clone())
+        };
+        self.count(&old, &routes);
+    }
+
+    /// Connected sidecars that were sent `route` (whatever generation).
+    pub fn receivers(&self, route: &ObjectKey) -> usize {
+        self.receivers
+            .lock()
+            .map_or(0, |r| r.get(route).copied().unwrap_or(0))
+    }
+
+    /// Changes when [`Registry::receivers`] does.
+    pub fn subscribe_membership(&self) -> watch::Receiver<u64> {
+        self.membership.subscribe()
+    }
+
+    /// Moves one session's count from the ModelRoutes of `old` to those of `new`.
+    fn count(&self, old: &[(ObjectKey, i64)], new: &[(ObjectKey, i64)]) {
+        let keys = |c: &[(ObjectKey, i64)]| -> std::collections::BTreeSet<ObjectKey> {
+            c.iter().map(|(k, _)| k.clone()).collect()
+        };
+        let (old, new) = (keys(old), keys(new));
+        if old == new {
+            return;
+        }
+        if let Ok(mut receivers) = self.receivers.lock() {
+            for k in old.difference(&new) {
+                if let Some(n) = receivers.get_mut(k) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        receivers.remove(k);
+                    }
+                }
+            }
+            for k in new.difference(&old) {
+                *receivers.entry(k.clone()).or_default() += 1;
+            }
+        }
+        self.membership.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub fn acked(&self, id: SessionId, hash: String, routes: Contents) {

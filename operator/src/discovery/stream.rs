@@ -1,5 +1,5 @@
-//! One sidecar's session: hello, then snapshots out and ACK/NACKs in until either side
-//! goes away.
+//! One sidecar's session: hello, then snapshots out and ACK/NACKs in, usage reports in and
+//! grants out, until either side goes away.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -16,6 +16,8 @@ use tracing::{debug, info, warn};
 
 use super::Discovery;
 use super::auth::Identity;
+use super::budget::Budgeting;
+use super::registry::Contents;
 use super::snapshot::{self, Cut};
 use crate::index::{Labels, World};
 
@@ -111,6 +113,10 @@ impl Session {
         let started = Instant::now();
         let mut world_rx = d.world.clone();
         let mut serving = d.serving.clone();
+        let mut ledger_rx = d.ledger.subscribe();
+        let mut membership = d.registry.subscribe_membership();
+        let mut budgeting = Budgeting::new(self.identity.pod.clone());
+        let mut receives = Contents::default();
         let mut labels = Labels::new();
         // The sidecar already runs this: no need to send it again.
         let mut active_hash = hello.active_hash;
@@ -118,6 +124,10 @@ impl Session {
         let end: Result<(), Status> = loop {
             let world = world_rx.borrow_and_update().clone();
             let cut = self.cut(&world, &mut labels);
+            if cut.routes != receives {
+                receives = cut.routes.clone();
+                d.registry.receives(id, receives.clone());
+            }
             if cut.snapshot.hash == active_hash {
                 if sent.is_none() {
                     // A reconnect with nothing new: it is in sync as it stands.
@@ -145,6 +155,13 @@ impl Session {
                 active_hash = String::new();
                 sent = Some(Sent { cut, changed_at });
             }
+            // After the snapshot that holds the limits.
+            membership.borrow_and_update();
+            if let Some(shares) = budgeting.shares(&world, &receives, &d.registry)
+                && self.tx.send(Ok(shares)).await.is_err()
+            {
+                break Ok(());
+            }
             tokio::select! {
                 () = d.shutdown.cancelled() => break Err(shutting_down()),
                 changed = serving.changed() => {
@@ -160,7 +177,29 @@ impl Session {
                         break Ok(());
                     }
                 }
+                // The number of sidecars sharing a rate limit changed.
+                changed = membership.changed(), if budgeting.has_shares() => {
+                    if changed.is_err() {
+                        break Ok(());
+                    }
+                }
+                changed = ledger_rx.changed() => {
+                    if changed.is_err() {
+                        break Ok(());
+                    }
+                    if let Some(push) = budgeting.pushes(&d.ledger)
+                        && self.tx.send(Ok(push)).await.is_err()
+                    {
+                        break Ok(());
+                    }
+                }
                 message = inbound.message() => match message {
+                    Ok(Some(SidecarMessage { message: Some(sidecar_message::Message::Usage(usage)) })) => {
+                        let answer = budgeting.on_usage(&d.ledger, &usage);
+                        if self.tx.send(Ok(answer)).await.is_err() {
+                            break Ok(());
+                        }
+                    }
                     Ok(Some(m)) => if let Err(status) = self.on_message(id, m, sent.as_ref()) {
                         break Err(status);
                     },
@@ -219,10 +258,8 @@ impl Session {
                     d.registry.nacked(id, s.cut.routes.clone(), reason);
                 }
             }
-            // The budget ledger is not wired yet: spend reports are dropped.
-            Some(sidecar_message::Message::Usage(_)) => {
-                debug!(%pod, "usage report ignored: no ledger");
-            }
+            // Handled by the session loop, which answers it.
+            Some(sidecar_message::Message::Usage(_)) => {}
             Some(sidecar_message::Message::Hello(_)) => {
                 return Err(d.protocol_error("hello_again", "hello sent twice on one stream"));
             }

@@ -2,76 +2,213 @@
 //! still holds. Everything the operator grants comes out of `limit − spent − held`, so
 //!
 //! ```text
-//! spent + Σ held ≤ limit
+//! spent + Σ held + unclaimed ≤ limit
 //! ```
 //!
-//! holds after every operation — the ledger's side of the overspend bound in
-//! docs/budgets.md. Amounts are nano-USD (or tokens, for rate limits): the math does not
-//! care which.
+//! holds after every grant — the ledger's side of the overspend bound in docs/budgets.md.
+//! (`unclaimed` is allowance a previous leader granted to sidecars that have not reported
+//! to this one yet.) Two things can push the left side above the limit, and both only stop
+//! further grants: spend beyond what a sidecar held (a request that cost more than its
+//! reservation, or `failOpen` spending while the operator was away), and a lowered amount.
+//! Amounts are nano-USD (or tokens, for rate limits): the math does not care which.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// A sidecar counts as active for a key while it reported spend on it within this time.
+pub const ACTIVE_WINDOW: Duration = Duration::from_secs(60);
 
 /// A budget key's account.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Account {
     limit: u64,
     spent: u64,
-    /// Allowance granted and not yet reported spent, per sidecar (pod).
-    held: BTreeMap<String, u64>,
+    /// What each sidecar (`namespace/pod`) holds. A sidecar has an entry from its first
+    /// report on this key in this leader's term.
+    sidecars: BTreeMap<String, Holding>,
+    /// Allowance read back from status at a restart, held by sidecars that have not
+    /// reported yet; gone when they report, or when the restart grace ends.
+    unclaimed: u64,
+    /// Threshold percentages already crossed in this window.
+    crossed: BTreeSet<u32>,
+    /// Whether exhaustion was already announced in this window.
+    exhaustion_noted: bool,
+    /// Sidecars told `exhausted`: they stop asking, so they are told when it lifts.
+    told_exhausted: BTreeSet<String>,
 }
 
+/// What one sidecar holds of an account.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Holding {
+    held: u64,
+    last_spend: Option<Instant>,
+}
+
+// === impl Account ===
+
 impl Account {
-    /// An account for `limit`, `spent` already (read back from status after a restart).
-    pub fn new(limit: u64, spent: u64) -> Self {
+    /// An account for `limit`, `spent` already (read back after a restart), with `unclaimed`
+    /// allowance held by sidecars that have not reported yet.
+    pub fn new(limit: u64, spent: u64, unclaimed: u64) -> Self {
         Self {
             limit,
             spent,
-            held: BTreeMap::new(),
+            unclaimed: unclaimed.min(limit.saturating_sub(spent)),
+            ..Self::default()
         }
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
     }
 
     pub fn spent(&self) -> u64 {
         self.spent
     }
 
+    /// Allowance outstanding at sidecars: what each holds, plus what is unclaimed.
     pub fn held(&self) -> u64 {
-        self.held.values().sum()
+        self.sidecars
+            .values()
+            .fold(self.unclaimed, |sum, h| sum.saturating_add(h.held))
     }
 
-    /// What is neither spent nor held by a sidecar.
+    /// `limit − spent`, 0 when overspent.
+    pub fn remaining(&self) -> u64 {
+        self.limit.saturating_sub(self.spent)
+    }
+
+    /// What is neither spent nor held: what can still be granted.
     pub fn unallocated(&self) -> u64 {
-        self.limit
-            .saturating_sub(self.spent)
-            .saturating_sub(self.held())
+        self.remaining().saturating_sub(self.held())
     }
 
-    /// A sidecar's report: it spent `spent` since its last report (settled requests) and
-    /// still holds `holds` of what it was granted. Spend beyond what it held (a request
-    /// that cost more than its reservation) is recorded as spent all the same: the ledger
-    /// counts truth, the bound accounts for it.
-    pub fn report(&mut self, sidecar: &str, spent: u64, holds: u64) {
+    /// What `sidecar` holds, from the ledger's view.
+    pub fn holds(&self, sidecar: &str) -> u64 {
+        self.sidecars.get(sidecar).map_or(0, |h| h.held)
+    }
+
+    /// A sidecar's report: it spent `spent` since its last report and says it holds
+    /// `claims` (with grants still on the wire to it added by the caller).
+    ///
+    /// A sidecar the account knows holds what the ledger granted it less what it spent,
+    /// and less again if it says it holds less (it gave allowance back); a claim above that
+    /// is capped. A sidecar the account does not know yet (the first report since this
+    /// leader started) is believed, up to `limit − spent`: it may hold allowance a previous
+    /// leader granted, which is taken out of `unclaimed`. Spend beyond what a sidecar held
+    /// is recorded all the same: the ledger counts truth, the bound accounts for it.
+    pub fn report(&mut self, sidecar: &str, spent: u64, claims: u64, now: Instant) {
         self.spent = self.spent.saturating_add(spent);
-        let held = self.held.entry(sidecar.to_string()).or_default();
-        // A sidecar cannot hold more than it was granted; a report claiming so is capped.
-        *held = holds.min(*held);
-        if *held == 0 {
-            self.held.remove(sidecar);
+        let ceiling = self.remaining();
+        let holding = match self.sidecars.get_mut(sidecar) {
+            Some(known) => {
+                known.held = known.held.saturating_sub(spent).min(claims);
+                known
+            }
+            None => {
+                let held = claims.min(ceiling);
+                self.unclaimed = self.unclaimed.saturating_sub(held);
+                self.sidecars.entry(sidecar.to_string()).or_insert(Holding {
+                    held,
+                    last_spend: None,
+                })
+            }
+        };
+        if spent > 0 {
+            holding.last_spend = Some(now);
         }
     }
 
-    /// Grants `sidecar` more allowance: [`grant_size`] of what is unallocated. Returns the
-    /// amount added to what the sidecar holds.
-    pub fn grant(&mut self, sidecar: &str, active: u32, floor: u64) -> u64 {
-        let size = grant_size(self.unallocated(), active, floor);
+    /// Grants `sidecar` more allowance, at most `want` (but at least `floor` when that much
+    /// is there): [`grant_size`] of what is unallocated, with `active` the sidecars that
+    /// spent on this key lately. Returns the amount added to what the sidecar holds.
+    pub fn grant(&mut self, sidecar: &str, want: u64, active: u32, floor: u64) -> u64 {
+        if want == 0 {
+            return 0;
+        }
+        let size = grant_size(self.unallocated(), active, floor).min(want.max(floor));
         if size > 0 {
-            *self.held.entry(sidecar.to_string()).or_default() += size;
+            let holding = self.sidecars.entry(sidecar.to_string()).or_default();
+            holding.held = holding.held.saturating_add(size);
         }
         size
     }
 
-    /// What `sidecar` holds (what its allowance is, from the ledger's view).
-    pub fn holds(&self, sidecar: &str) -> u64 {
-        self.held.get(sidecar).copied().unwrap_or(0)
+    /// Sidecars that reported spend on this key within [`ACTIVE_WINDOW`] before `now`.
+    pub fn active(&self, now: Instant) -> u32 {
+        let n = self
+            .sidecars
+            .values()
+            .filter(|h| {
+                h.last_spend
+                    .is_some_and(|t| now.saturating_duration_since(t) < ACTIVE_WINDOW)
+            })
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// Forgets what `sidecar` holds (its pod is gone); returns how much that was.
+    pub fn release(&mut self, sidecar: &str) -> u64 {
+        self.told_exhausted.remove(sidecar);
+        self.sidecars.remove(sidecar).map_or(0, |h| h.held)
+    }
+
+    /// Sidecars with an entry (they reported, or were granted, in this term).
+    pub fn sidecars(&self) -> impl Iterator<Item = &str> {
+        self.sidecars.keys().map(String::as_str)
+    }
+
+    /// The restart grace is over: sidecars that did not report hold nothing any more.
+    pub fn expire_unclaimed(&mut self) -> bool {
+        std::mem::take(&mut self.unclaimed) > 0
+    }
+
+    /// A new amount (the budget changed). Allowance already granted stays granted.
+    pub fn set_limit(&mut self, limit: u64) {
+        self.limit = limit;
+    }
+
+    /// Thresholds of `thresholds` (percentages of the limit) that spend has now reached and
+    /// that were not crossed before in this window; they count as crossed from now on.
+    pub fn cross(&mut self, thresholds: &[u32]) -> Vec<u32> {
+        let reached = |t: u32| {
+            u128::from(self.spent) * 100 >= u128::from(t) * u128::from(self.limit) && self.limit > 0
+        };
+        let crossed: Vec<u32> = thresholds
+            .iter()
+            .copied()
+            .filter(|t| reached(*t) && !self.crossed.contains(t))
+            .collect();
+        self.crossed.extend(&crossed);
+        crossed
+    }
+
+    /// Whether exhaustion is news (the first time in this window).
+    pub fn note_exhaustion(&mut self) -> bool {
+        !std::mem::replace(&mut self.exhaustion_noted, true)
+    }
+
+    /// `sidecar` was told the key is exhausted.
+    pub fn told_exhausted(&mut self, sidecar: &str) {
+        self.told_exhausted.insert(sidecar.to_string());
+    }
+
+    /// `sidecar` was told it is not.
+    pub fn told_available(&mut self, sidecar: &str) {
+        self.told_exhausted.remove(sidecar);
+    }
+
+    /// When something can be granted again: the sidecars told `exhausted`, who must now
+    /// hear otherwise (they stopped asking). Empty while nothing can be granted.
+    pub fn lift_exhaustion(&mut self) -> Vec<String> {
+        if self.unallocated() == 0 {
+            return Vec::new();
+        }
+        std::mem::take(&mut self.told_exhausted)
+            .into_iter()
+            .collect()
     }
 }
 
@@ -84,62 +221,4 @@ pub fn grant_size(unallocated: u64, active: u32, floor: u64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grants_shrink_as_the_budget_runs_out_and_never_exceed_it() {
-        assert_eq!(grant_size(1000, 1, 10), 500);
-        assert_eq!(grant_size(1000, 5, 10), 100);
-        assert_eq!(grant_size(1000, 100, 10), 10, "the floor");
-        assert_eq!(grant_size(7, 100, 10), 7, "never more than there is");
-        assert_eq!(grant_size(0, 1, 10), 0);
-        assert_eq!(grant_size(1000, 0, 10), 500, "no active count: one");
-    }
-
-    #[test]
-    fn reports_move_held_allowance_to_spent() {
-        let mut account = Account::new(1000, 100);
-        assert_eq!(account.grant("a", 2, 1), 225); // (1000-100)/4
-        assert_eq!(account.grant("b", 2, 1), 168); // 675/4
-        assert_eq!(account.unallocated(), 1000 - 100 - 225 - 168);
-        account.report("a", 200, 25);
-        assert_eq!((account.spent(), account.holds("a")), (300, 25));
-        // Claims to hold more than granted: capped.
-        account.report("b", 0, 10_000);
-        assert_eq!(account.holds("b"), 168);
-        account.report("a", 25, 0);
-        assert_eq!(account.holds("a"), 0);
-        assert_eq!(account.spent() + account.held(), 325 + 168);
-    }
-
-    /// Many sidecars asking, spending at most what they hold, reporting in any order:
-    /// recorded spend never exceeds the limit, and every nano-dollar is accounted for.
-    #[test]
-    fn the_invariant_holds_under_random_traffic() {
-        let mut rng = fastrand::Rng::with_seed(7);
-        for _ in 0..200 {
-            let limit = rng.u64(1..10_000_000);
-            let mut account = Account::new(limit, 0);
-            let sidecars = ["a", "b", "c", "d", "e"];
-            let mut local: BTreeMap<&str, u64> = BTreeMap::new(); // what each still holds
-            for _ in 0..500 {
-                let s = sidecars[rng.usize(..sidecars.len())];
-                match rng.u8(..3) {
-                    0 => {
-                        let got = account.grant(s, rng.u32(1..6), rng.u64(0..1000));
-                        *local.entry(s).or_default() += got;
-                    }
-                    _ => {
-                        let holds = local.entry(s).or_default();
-                        let spend = rng.u64(0..=*holds);
-                        *holds -= spend;
-                        account.report(s, spend, *holds);
-                    }
-                }
-                assert!(account.spent() + account.held() <= limit);
-                assert_eq!(account.held(), local.values().sum::<u64>());
-            }
-        }
-    }
-}
+mod tests;

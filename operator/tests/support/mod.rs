@@ -11,11 +11,13 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use modelroute_operator::discovery::{Authenticator, Discovery, Registry};
 use modelroute_operator::index::{Index, ObjectKey, SecretMap, SidecarPod};
+use modelroute_operator::ledger::Ledger;
 use modelroute_operator::metrics::Metrics;
 use modelroute_operator::tls;
 use modelroute_proto::discovery_client::DiscoveryClient;
 use modelroute_proto::{
-    Ack, Hello, Nack, OperatorMessage, SidecarMessage, Snapshot, operator_message, sidecar_message,
+    Ack, Grants, Hello, Nack, OperatorMessage, SidecarMessage, Snapshot, operator_message,
+    sidecar_message,
 };
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -31,6 +33,9 @@ pub struct TestOperator {
     pub ca_pem: String,
     pub index: Index,
     pub registry: Arc<Registry>,
+    /// A persistent ledger nothing persists: a test says when a write "happened" with
+    /// [`TestOperator::flush`].
+    pub ledger: Arc<Ledger>,
     pub metrics: Arc<Metrics>,
     pub serving: watch::Sender<bool>,
     shutdown: CancellationToken,
@@ -42,12 +47,14 @@ impl TestOperator {
         let (index, world) = Index::new();
         let registry = Arc::new(Registry::default());
         let metrics = Arc::new(Metrics::new());
+        let ledger = Arc::new(Ledger::new(true, metrics.clone()));
         let shutdown = CancellationToken::new();
         let (serving, serving_rx) = watch::channel(true);
         let discovery = Discovery {
             world,
             auth,
             registry: registry.clone(),
+            ledger: ledger.clone(),
             metrics: metrics.clone(),
             serving: serving_rx,
             shutdown: shutdown.clone(),
@@ -65,10 +72,24 @@ impl TestOperator {
             ca_pem: generated.authority.cert_pem,
             index,
             registry,
+            ledger,
             metrics,
             serving,
             shutdown,
         }
+    }
+
+    /// Everything the ledger applied so far becomes durable, as if written; sessions then
+    /// acknowledge it. Returns what a store would have written.
+    pub fn flush(&self) -> Option<modelroute_operator::ledger::book::Flush> {
+        let flush = self
+            .ledger
+            .with(|b| b.begin_flush(false, std::time::SystemTime::now()));
+        if let Some(f) = &flush {
+            self.ledger.with(|b| b.flushed(f.epoch, Ok(())));
+            self.ledger.changed();
+        }
+        flush
     }
 
     pub async fn channel(&self) -> Channel {
@@ -104,7 +125,17 @@ impl TestOperator {
         pods: BTreeMap<ObjectKey, SidecarPod>,
     ) -> u64 {
         let routes = modelroute_crds::from_yaml_documents(yaml).unwrap();
-        self.index.update(&routes, secrets, pods)
+        let version = self.index.update(&routes, secrets, pods);
+        // What the ledger task does on each world change.
+        let world = self.index.current();
+        self.ledger.with(|b| {
+            let served = world
+                .routes
+                .values()
+                .map(|p| (&p.key, p.uid.as_deref(), &p.spec));
+            b.sync(served, std::time::SystemTime::now());
+        });
+        version
     }
 }
 
@@ -131,6 +162,30 @@ impl Session {
             Some(operator_message::Message::Grants(g)) => panic!("expected a snapshot, got {g:?}"),
             None => panic!("empty operator message"),
         }))
+    }
+
+    /// The next message of any kind.
+    pub async fn message(&mut self) -> OperatorMessage {
+        tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
+            .await
+            .expect("no message within 10s")
+            .expect("stream failed")
+            .expect("stream ended")
+    }
+
+    /// The next message, which must be a Grants.
+    pub async fn grants(&mut self) -> Grants {
+        match self.message().await.message {
+            Some(operator_message::Message::Grants(g)) => g,
+            other => panic!("expected grants, got {other:?}"),
+        }
+    }
+
+    /// Whether a message arrives within `within`.
+    pub async fn quiet(&mut self, within: Duration) -> bool {
+        tokio::time::timeout(within, self.inbound.message())
+            .await
+            .is_err()
     }
 
     pub async fn snapshot(&mut self) -> Snapshot {
