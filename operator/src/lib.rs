@@ -365,6 +365,17 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             }
         });
     }
+    if matches!(options.source, SourceOptions::Files { .. }) {
+        // One process that always leads: serve from the first connection on, once the
+        // ledger file is read (milliseconds; an unreadable one is retried in the background).
+        let mut ready = serving.clone();
+        if tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|s| *s))
+            .await
+            .is_err()
+        {
+            warn!("not serving sidecars yet: the ledger could not be read back (see above)");
+        }
+    }
     let discovery = Discovery {
         world: world.clone(),
         auth,

@@ -38,7 +38,7 @@ impl DiscoveryRpc for Discovery {
     ) -> Result<Response<Outbound>, Status> {
         if !*self.serving.borrow() {
             return Err(Status::unavailable(
-                "this operator replica is not the leader; reconnect",
+                "this operator replica does not serve sidecars now (not the leader, or still reading its ledger); reconnect",
             ));
         }
         let mut inbound = request.into_inner();
