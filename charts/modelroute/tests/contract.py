@@ -31,6 +31,7 @@ def cluster_rules(fullname: str, tls_mode: str) -> set[tuple[str, str, str, str]
         ("", "pods", "list", "*"),
         ("", "pods", "watch", "*"),
         ("authentication.k8s.io", "tokenreviews", "create", "*"),
+        ("events.k8s.io", "events", "create", "*"),  # budget thresholds on ModelRoutes
     }
     # Its own webhook configuration only: read in every mode (it owns what the operator
     # creates); the operator-managed mode also watches and patches its caBundle.
