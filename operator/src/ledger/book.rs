@@ -105,7 +105,7 @@ pub struct Book {
     /// Whether anything persists spend. If not, reports are durable when applied.
     persistent: bool,
     rules: BTreeMap<BudgetRef, Rule>,
-    /// Served ModelRoutes with budgets: uid and budget names in spec order.
+    /// Served ModelRoutes: uid and budget names in spec order.
     routes: BTreeMap<ObjectKey, (Option<String>, Vec<String>)>,
     accounts: BTreeMap<AccountKey, Account>,
     /// Accounts per budget and window.
@@ -159,8 +159,8 @@ impl Book {
 
     /// Takes the budgets of the served ModelRoutes: new amounts become the limits of their
     /// accounts, accounts of budgets that are gone (or changed their window) are dropped,
-    /// and route-scoped budgets get their current window's account at once (so status shows
-    /// them before anything is spent).
+    /// and route-scoped budgets get their current window's account at once (so `/status`
+    /// shows them before anything is spent; `status.budgets` from the first change on).
     pub fn sync<'a>(
         &mut self,
         served: impl IntoIterator<Item = (&'a ObjectKey, Option<&'a str>, &'a ModelRouteSpec)>,
@@ -169,9 +169,6 @@ impl Book {
         let mut rules = BTreeMap::new();
         let mut routes = BTreeMap::new();
         for (key, uid, spec) in served {
-            if spec.budgets.is_empty() {
-                continue;
-            }
             for b in &spec.budgets {
                 let rule = Rule {
                     limit: NanoUsd::from(b.amount_usd).nanos(),
@@ -181,11 +178,19 @@ impl Book {
                 };
                 rules.insert(BudgetRef::new(key.clone(), &b.name), rule);
             }
-            let names = spec.budgets.iter().map(|b| b.name.clone()).collect();
+            let names: Vec<String> = spec.budgets.iter().map(|b| b.name.clone()).collect();
             routes.insert(key.clone(), (uid.map(str::to_string), names));
         }
+        // A budget gone from a ModelRoute this leader knew: its entries must go from status.
+        // (A ModelRoute new to this leader is not written until something changes in it: a
+        // new leader does not rewrite every status, and a status is never overwritten with
+        // what was merely read.)
         for (route, (_, names)) in &routes {
-            if self.routes.get(route).is_none_or(|(_, old)| old != names) {
+            if self
+                .routes
+                .get(route)
+                .is_some_and(|(_, old)| old.iter().any(|n| !names.contains(n)))
+            {
                 self.dirty.insert(route.clone());
             }
         }
@@ -436,7 +441,6 @@ impl Book {
         let mut account = Account::new(rule.limit, spent, unclaimed);
         account.cross(&rule.thresholds);
         self.insert_account(key.clone(), account);
-        self.dirty.insert(key.route().clone());
         Ok(())
     }
 

@@ -817,3 +817,48 @@ fn what_sidecars_of_deleted_pods_held_is_released() {
     book.release_gone(&live);
     assert_eq!(book.account(&k).map(Account::held), Some(held / 2));
 }
+
+#[test]
+fn a_new_leader_writes_a_status_only_once_something_changed_in_it() {
+    let now = wall(DEC);
+    let route_key = ObjectKey::new("shop", "chat");
+    let k = account_key("team", "", "2026-12");
+    let mut book = book_with(BUDGETS, true, now);
+    book.restore(
+        Saved {
+            accounts: vec![SavedAccount::new(&k, 5, 0)],
+            ..Saved::default()
+        },
+        at(0),
+    );
+    book.tick(at(1), now);
+    assert!(
+        book.begin_flush(false, now).is_none(),
+        "what was read is not written back"
+    );
+    book.report(
+        &pod("a"),
+        &usage(1, "i", &[(key("team", "", "2026-12"), 1, 0, 0)]),
+        none,
+        at(2),
+        now,
+    );
+    let flush = book.begin_flush(false, now).expect("a change");
+    assert_eq!(flush.routes.len(), 1);
+    assert_eq!(flush.routes[0].0, route_key);
+    // A budget removed from a ModelRoute this leader knows: its entries go.
+    let (index, _) = Index::new();
+    let without: String = BUDGETS
+        .lines()
+        .filter(|l| !l.contains("name: team"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    index.update(
+        &[route("shop", "chat", 2, &without)],
+        &SecretMap::default(),
+        BTreeMap::new(),
+    );
+    sync(&mut book, &index.current(), now);
+    let flush = book.begin_flush(false, now).expect("a removed budget");
+    assert!(flush.routes[0].2.iter().all(|s| s.name != "team"));
+}
