@@ -39,6 +39,7 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod budgets;
 mod chart;
 
 const CRD_YAML: &str = include_str!("../../../crds/modelroute.dev_modelroutes.yaml");
