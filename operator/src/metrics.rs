@@ -205,7 +205,7 @@ impl Metrics {
         );
         let budget_thresholds = Family::default();
         registry.register(
-            "budget_thresholds_crossed",
+            "budget_threshold_crossings",
             "Budget thresholds crossed (once per scope value and window)",
             budget_thresholds.clone(),
         );

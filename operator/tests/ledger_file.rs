@@ -151,7 +151,7 @@ async fn spend_survives_a_restart_and_unacknowledged_spend_is_sent_again() {
     assert_eq!(team_spent(&status(&first).await), "0.6");
     let metrics = admin_get(first.admin_addr, "/metrics").await;
     assert!(
-        metrics.contains("modelroute_operator_budget_thresholds_crossed_total{namespace=\"default\",modelroute=\"chat\",budget=\"team\",percent=\"50\"} 1"),
+        metrics.contains("modelroute_operator_budget_threshold_crossings_total{namespace=\"default\",modelroute=\"chat\",budget=\"team\",percent=\"50\"} 1"),
         "{metrics}"
     );
 
@@ -179,7 +179,7 @@ async fn spend_survives_a_restart_and_unacknowledged_spend_is_sent_again() {
     // The threshold was crossed in the first run: not announced again.
     let metrics = admin_get(second.admin_addr, "/metrics").await;
     assert!(
-        !metrics.contains("budget_thresholds_crossed_total{"),
+        !metrics.contains("budget_threshold_crossings_total{"),
         "{metrics}"
     );
     second.stop().await;
