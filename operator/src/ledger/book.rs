@@ -542,6 +542,8 @@ impl Book {
                 self.notices.entry(sidecar).or_default().insert(key.clone());
             }
         }
+        // Nobody will collect them.
+        self.notices.retain(|sidecar, _| live.contains(sidecar));
     }
 
     /// Whether a flush has something to write.
