@@ -94,6 +94,16 @@ impl OperatorFiles {
     /// Starts an operator on these files; `grpc` may be port 0 (any) or a fixed address
     /// (to restart on the same one).
     pub fn start(&self, bin: &Path, grpc: SocketAddr) -> anyhow::Result<Operator> {
+        self.start_with(bin, grpc, &[])
+    }
+
+    /// [`OperatorFiles::start`] with `extra` flags (e.g. `--ledger-file PATH`).
+    pub fn start_with(
+        &self,
+        bin: &Path,
+        grpc: SocketAddr,
+        extra: &[&std::ffi::OsStr],
+    ) -> anyhow::Result<Operator> {
         let mut cmd = Command::new(bin);
         cmd.arg("--routes-dir")
             .arg(self.routes())
@@ -110,6 +120,7 @@ impl OperatorFiles {
                 "127.0.0.1:0",
             ])
             .args(["--drain-timeout", "2s", "--log", "info"])
+            .args(extra)
             .env_remove("RUST_LOG");
         let (guard, line) =
             ChildGuard::spawn("modelroute-operator", cmd, READY, Duration::from_secs(20))?;

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::Limits;
-use super::ledger::{AccountKey, Ledger, Reserved};
+use super::ledger::{AccountKey, Awaiting, Ledger, Reserved};
 use super::policy::{BudgetRule, Exhausted, RouteLimits, ScopeInput};
 use super::rate::{Limited, RateHeaders, TokensTaken};
 use crate::config::Target;
@@ -33,8 +33,8 @@ pub const DEFAULT_OUTPUT_RESERVE: u64 = 4096;
 /// spent.
 pub const MIN_USEFUL_OUTPUT: u64 = 16;
 
-/// How long a request waits for the operator's first grant of a budget account.
-const FIRST_GRANT_WAIT: Duration = Duration::from_secs(2);
+/// How long a request waits for the operator's answer when too little is held here.
+const GRANT_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a request waits for requests in flight to settle when they hold the rest of
 /// its budget; then it is refused.
@@ -146,11 +146,12 @@ pub async fn admit(
     for rule in &route_limits.budgets {
         let key = Ledger::key(rule, rule.scope.value(&scope_input), at);
         let want = input_cost.saturating_add(nano(output, ceiling.output));
-        let min = input_cost.saturating_add(nano(MIN_USEFUL_OUTPUT, ceiling.output));
+        // A client limit below the useful minimum is the minimum.
+        let min = input_cost.saturating_add(nano(MIN_USEFUL_OUTPUT.min(output), ceiling.output));
         let reserved = reserve(state, rule, &key, want, min).await;
         let got = match reserved {
             Reserved::Full(n) | Reserved::Partial(n) => n,
-            Reserved::Exhausted | Reserved::NoGrantYet | Reserved::Busy => match &rule.exhausted {
+            Reserved::Exhausted | Reserved::AskFirst | Reserved::Busy => match &rule.exhausted {
                 Exhausted::Reject => {
                     metrics.budget_rejected(alias, &rule.id.name);
                     return Err(budget_exceeded(rule, &key));
@@ -194,7 +195,8 @@ pub async fn admit(
 }
 
 /// Reserves on one account: waits while requests in flight hold what is left (they give
-/// back what they did not spend), and under the operator once (briefly) for a first grant.
+/// back what they did not spend), and under the operator asks the leader (once, briefly)
+/// when too little is held here.
 async fn reserve(
     state: &Limits,
     rule: &BudgetRule,
@@ -203,33 +205,39 @@ async fn reserve(
     min: u64,
 ) -> Reserved {
     let deadline = Instant::now() + BUSY_WAIT;
-    let reserved = loop {
+    let mut may_ask = true;
+    loop {
         let settled = state.ledger.settled.notified();
         tokio::pin!(settled);
         // Registered before looking, so a settlement in between is not missed.
         settled.as_mut().enable();
-        let reserved = state
-            .ledger
-            .reserve(rule, key, want, min, state.unreachable());
-        if reserved != Reserved::Busy {
-            break reserved;
+        match state.ledger.reserve(rule, key, want, min, may_ask) {
+            Reserved::AskFirst => {
+                may_ask = false;
+                // Wait for the answer to this account's ask: other accounts' grants wake
+                // the waiters too.
+                let until = Instant::now() + GRANT_WAIT;
+                loop {
+                    let granted = state.granted.notified();
+                    tokio::pin!(granted);
+                    granted.as_mut().enable();
+                    match state.ledger.awaiting_grant(key) {
+                        Awaiting::Answered => break,
+                        Awaiting::Unsent => state.want.notify_one(),
+                        Awaiting::Sent => {}
+                    }
+                    if tokio::time::timeout_at(until, granted).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            Reserved::Busy => {
+                if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                    return Reserved::Exhausted;
+                }
+            }
+            done => return done,
         }
-        if tokio::time::timeout_at(deadline, settled).await.is_err() {
-            return Reserved::Exhausted;
-        }
-    };
-    if reserved != Reserved::NoGrantYet {
-        return reserved;
-    }
-    let granted = state.granted.notified();
-    state.want.notify_one();
-    let _ = tokio::time::timeout(FIRST_GRANT_WAIT, granted).await;
-    match state
-        .ledger
-        .reserve(rule, key, want, min, state.unreachable())
-    {
-        Reserved::NoGrantYet => Reserved::Exhausted,
-        r => r,
     }
 }
 

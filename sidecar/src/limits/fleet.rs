@@ -77,7 +77,7 @@ impl Reporter {
         let accounts = limits.ledger.with_accounts(|accounts| {
             let mut out = Vec::new();
             for (key, account) in accounts.iter_mut() {
-                let want = wanted(account);
+                let want = wanted(account, account.unreported);
                 let current = key.window.contains(now);
                 if account.unreported == 0 && want == 0 && !(full && account.held > 0) {
                     continue;
@@ -90,7 +90,7 @@ impl Reporter {
                 });
                 if want > 0 {
                     account.asked = true;
-                    account.short = false;
+                    account.need = 0;
                 }
             }
             out
@@ -166,19 +166,26 @@ impl Reporter {
 
 /// How much more allowance to ask for: when what is left (net of reservations) is under
 /// half the last grant, or a request found too little. 0: none.
-fn wanted(account: &Account) -> u64 {
+///
+/// Enough for a few of the requests that found too little, two report intervals of the
+/// recent spend (`recent`), the last grant, or 1% of the budget, whichever is most: the
+/// leader caps it at a fair share of what is left, so asking big costs nothing and saves
+/// round trips.
+fn wanted(account: &Account, recent: u64) -> u64 {
     if account.exhausted || account.asked {
         return 0;
     }
     let free = account.held.saturating_sub(account.reserved);
     let low = free.saturating_mul(2) < account.last_grant;
-    if !(account.short || low) {
+    if account.need == 0 && !low {
         return 0;
     }
     account
-        .last_grant
+        .need
+        .saturating_mul(4)
+        .max(recent.saturating_mul(2))
+        .max(account.last_grant)
         .max(account.limit / 100)
-        .max(account.reserved)
         .max(1)
 }
 
@@ -271,12 +278,15 @@ mod tests {
         let key = Ledger::key(&rule, String::new(), SystemTime::now());
         // A first request finds nothing: it asks.
         assert_eq!(
-            limits.ledger.reserve(&rule, &key, 100, 10, false),
-            Reserved::NoGrantYet
+            limits.ledger.reserve(&rule, &key, 100, 10, true),
+            Reserved::AskFirst
         );
         let first = usage(reporter.report(&limits, false).unwrap());
         assert_eq!(first.seq, 1);
-        assert_eq!(first.accounts[0].want_nano_usd, 10_000, "1% of the limit");
+        assert_eq!(
+            first.accounts[0].want_nano_usd, 10_000,
+            "1% of the limit > 4 × 100"
+        );
         assert!(
             reporter.report(&limits, false).is_none(),
             "asked once, not every second"

@@ -50,8 +50,20 @@ pub enum Reserved {
     /// The minimum is there but reserved by requests in flight: wait for them to settle
     /// (most give most of their reservation back) and ask again.
     Busy,
-    /// (Fleet) nothing held yet, and the operator was not asked before: ask and wait.
-    NoGrantYet,
+    /// (Fleet) less than wanted is held here, and the leader may have more: ask, wait for
+    /// its answer, then reserve again without asking.
+    AskFirst,
+}
+
+/// Where an account's ask for more allowance is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Awaiting {
+    /// Not reported yet.
+    Unsent,
+    /// Reported; the leader has not answered.
+    Sent,
+    /// Answered (or nothing to ask: exhausted, or no such account).
+    Answered,
 }
 
 /// The sidecar's budget accounts.
@@ -61,6 +73,8 @@ pub struct Ledger {
     accounts: Mutex<HashMap<AccountKey, Account>>,
     /// Woken by every settlement, for requests waiting on a busy account.
     pub settled: tokio::sync::Notify,
+    /// Fleet: the operator cannot be reached now (the loss cap applies).
+    unreachable: std::sync::atomic::AtomicBool,
 }
 
 /// One account as this sidecar knows it.
@@ -88,9 +102,10 @@ pub struct Account {
     /// Fleet: a grant was asked for and not answered yet.
     #[serde(skip)]
     pub asked: bool,
-    /// Fleet: a request found too little since the last report.
+    /// Fleet: the largest reservation that found too little since the last report (0:
+    /// none did).
     #[serde(skip)]
-    pub short: bool,
+    pub need: u64,
     /// Fleet: the size of the last grant (asking for more starts below half of it).
     #[serde(skip)]
     pub last_grant: u64,
@@ -111,6 +126,8 @@ impl Ledger {
             mode,
             accounts: Mutex::new(HashMap::new()),
             settled: tokio::sync::Notify::new(),
+            // Until the first session is up, nothing can be asked for.
+            unreachable: std::sync::atomic::AtomicBool::new(mode == Mode::Fleet),
         }
     }
 
@@ -137,16 +154,37 @@ impl Ledger {
         }
     }
 
-    /// Reserves `want` on `key`, or at least `min` when `want` is not there. `unreachable`:
-    /// the operator cannot be reached, so (fleet) the rule's `loss_cap` may be spent too.
+    pub fn unreachable(&self) -> bool {
+        self.unreachable.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_unreachable(&self, unreachable: bool) {
+        self.unreachable
+            .store(unreachable, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Where `key`'s ask for more allowance is.
+    pub fn awaiting_grant(&self, key: &AccountKey) -> Awaiting {
+        let accounts = self.lock();
+        match accounts.get(key) {
+            Some(a) if a.asked => Awaiting::Sent,
+            Some(a) if a.need > 0 && !a.exhausted => Awaiting::Unsent,
+            _ => Awaiting::Answered,
+        }
+    }
+
+    /// Reserves `want` on `key`, or at least `min` when `want` is not there. Under the
+    /// operator, `may_ask` first returns [`Reserved::AskFirst`] when the leader might grant
+    /// more; while it is unreachable the rule's `loss_cap` may be spent beyond what is held.
     pub fn reserve(
         &self,
         rule: &BudgetRule,
         key: &AccountKey,
         want: u64,
         min: u64,
-        unreachable: bool,
+        may_ask: bool,
     ) -> Reserved {
+        let unreachable = self.unreachable();
         let mut accounts = self.lock();
         let account = accounts.entry(key.clone()).or_default();
         account.limit = rule.amount;
@@ -159,9 +197,9 @@ impl Ledger {
             return Reserved::Full(want);
         }
         if self.mode == Mode::Fleet && !account.exhausted && !unreachable {
-            account.short = true;
-            if account.held == 0 && account.reserved == 0 {
-                return Reserved::NoGrantYet;
+            account.need = account.need.max(want);
+            if may_ask {
+                return Reserved::AskFirst;
             }
         }
         if available >= min.max(1) {
@@ -388,27 +426,27 @@ mod tests {
     #[test]
     fn a_fleet_sidecar_spends_only_what_it_was_granted() {
         let ledger = Ledger::new(Mode::Fleet);
+        ledger.set_unreachable(false);
         let mut rule = rule(1_000_000, vec![]);
         rule.loss_cap = 50;
         let k = key(&rule);
-        // Nothing held: ask first.
+        // Too little held: ask first, then (after the answer) take what is there.
+        assert_eq!(ledger.reserve(&rule, &k, 100, 10, true), Reserved::AskFirst);
+        assert_eq!(ledger.accounts()[0].1.need, 100);
         assert_eq!(
             ledger.reserve(&rule, &k, 100, 10, false),
-            Reserved::NoGrantYet
+            Reserved::Exhausted
         );
-        ledger.with_accounts(|a| {
-            let acc = a.get_mut(&k).unwrap();
-            acc.held = 150;
-            acc.asked = false;
-        });
+        ledger.with_accounts(|a| a.get_mut(&k).unwrap().held = 150);
         assert_eq!(
-            ledger.reserve(&rule, &k, 100, 10, false),
+            ledger.reserve(&rule, &k, 100, 10, true),
             Reserved::Full(100)
         );
         ledger.settle(&rule, &k, 100, 120);
         let acc = ledger.accounts()[0].1.clone();
         assert_eq!((acc.held, acc.unreported, acc.spent), (30, 120, 120));
-        // Unreachable: the loss cap comes on top, once.
+        // Unreachable: the loss cap comes on top, once; nothing to ask.
+        ledger.set_unreachable(true);
         assert_eq!(ledger.reserve(&rule, &k, 70, 10, true), Reserved::Full(70));
         ledger.settle(&rule, &k, 70, 70);
         let acc = ledger.accounts()[0].1.clone();

@@ -19,7 +19,6 @@ pub mod rate;
 pub mod store;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::Notify;
 
@@ -39,8 +38,6 @@ pub struct Limits {
     pub pod: String,
     /// Standalone: where the ledger is kept across restarts.
     pub ledger_file: Option<PathBuf>,
-    /// Fleet: the operator cannot be reached now.
-    unreachable: AtomicBool,
     /// Fleet: an account needs allowance (the reporter sends at once).
     pub want: Notify,
     /// Fleet: grants arrived (requests waiting for a first grant look again).
@@ -56,19 +53,17 @@ impl Limits {
             rates: RateBook::default(),
             pod,
             ledger_file,
-            // Until the first session is up, allowances cannot be asked for.
-            unreachable: AtomicBool::new(mode == Mode::Fleet),
             want: Notify::new(),
             granted: Notify::new(),
         }
     }
 
     pub fn unreachable(&self) -> bool {
-        self.unreachable.load(Ordering::Relaxed)
+        self.ledger.unreachable()
     }
 
     pub fn set_unreachable(&self, unreachable: bool) {
-        self.unreachable.store(unreachable, Ordering::Relaxed);
+        self.ledger.set_unreachable(unreachable);
     }
 
     /// The budget accounts as `/config` shows them (USD as exact decimal strings).
