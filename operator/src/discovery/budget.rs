@@ -3,21 +3,13 @@
 //!
 //! Every report is answered at once (`answers_seq` = its seq) with what the ledger granted
 //! from memory; `applied_seq` only ever says what is durable, so it may lag and is pushed
-//! again when the ledger's writes catch up. Grants of answers the sidecar had not applied
-//! when it wrote a report (it says which with `answers_applied`) are added to what the
-//! report says it holds.
-
-use std::collections::VecDeque;
+//! again when the ledger's writes catch up.
 
 use modelroute_proto::{Grants, OperatorMessage, RateShare, RateShares, Usage, operator_message};
 
 use super::registry::{Contents, Registry};
 use crate::index::{ObjectKey, World};
-use crate::ledger::{AccountKey, Ledger, rates};
-
-/// Answers with allowance remembered until the sidecar says it applied them; a sidecar
-/// that never says so cannot make the session remember more.
-const MAX_ANSWERS: usize = 256;
+use crate::ledger::{Ledger, rates};
 
 /// The ledger state of one session.
 #[derive(Debug)]
@@ -27,8 +19,6 @@ pub(super) struct Budgeting {
     incarnation: Option<String>,
     /// The `applied_seq` last sent.
     acked_sent: u64,
-    /// Answers that added allowance, by the seq they answer.
-    answers: VecDeque<(u64, Vec<(AccountKey, u64)>)>,
     /// The rate shares last sent.
     shares_sent: Option<Vec<RateShare>>,
 }
@@ -41,7 +31,6 @@ impl Budgeting {
             pod,
             incarnation: None,
             acked_sent: 0,
-            answers: VecDeque::new(),
             shares_sent: None,
         }
     }
@@ -52,24 +41,8 @@ impl Budgeting {
             // A new process on this stream (never expected): nothing carries over.
             self.incarnation = Some(usage.incarnation.clone());
             self.acked_sent = 0;
-            self.answers.clear();
         }
-        self.answers.retain(|(seq, _)| *seq > usage.answers_applied);
-        let answers = &self.answers;
-        let in_flight = |key: &AccountKey| -> u64 {
-            answers
-                .iter()
-                .flat_map(|(_, added)| added)
-                .filter(|(k, _)| k == key)
-                .fold(0, |sum, (_, a)| sum.saturating_add(*a))
-        };
-        let answer = ledger.report(&self.pod, usage, in_flight);
-        if !answer.added.is_empty() {
-            if self.answers.len() >= MAX_ANSWERS {
-                self.answers.pop_front();
-            }
-            self.answers.push_back((usage.seq, answer.added));
-        }
+        let answer = ledger.report(&self.pod, usage);
         self.acked_sent = self
             .acked_sent
             .max(ledger.acked(&self.pod, &usage.incarnation));

@@ -44,6 +44,8 @@ pub struct Account {
 struct Holding {
     held: u64,
     last_spend: Option<Instant>,
+    /// Its claims are believed (and only raise `held`) until it has heard from this leader.
+    adopting: bool,
 }
 
 // === impl Account ===
@@ -91,31 +93,40 @@ impl Account {
     }
 
     /// A sidecar's report: it spent `spent` since its last report and says it holds
-    /// `claims` (with grants still on the wire to it added by the caller).
+    /// `claims` (with grants of answers it had not applied when it wrote the report added by
+    /// the caller). `heard`: the report was written after the sidecar applied an answer of
+    /// this leader.
     ///
     /// A sidecar the account knows holds what the ledger granted it less what it spent,
     /// and less again if it says it holds less (it gave allowance back); a claim above that
-    /// is capped. A sidecar the account does not know yet (the first report since this
+    /// is capped. A sidecar the account does not know yet (its first report since this
     /// leader started) is believed, up to `limit − spent`: it may hold allowance a previous
-    /// leader granted, which is taken out of `unclaimed`. Spend beyond what a sidecar held
-    /// is recorded all the same: the ledger counts truth, the bound accounts for it.
-    pub fn report(&mut self, sidecar: &str, spent: u64, claims: u64, now: Instant) {
+    /// leader granted, which is taken out of `unclaimed`. Until it has heard from this
+    /// leader its claims only ever raise what it holds: reports re-sent after a reconnect
+    /// were written before grants it received since, and must not take those back. Spend
+    /// beyond what a sidecar held is recorded all the same: the ledger counts truth, the
+    /// bound accounts for it.
+    pub fn report(&mut self, sidecar: &str, spent: u64, claims: u64, heard: bool, now: Instant) {
         self.spent = self.spent.saturating_add(spent);
         let ceiling = self.remaining();
-        let holding = match self.sidecars.get_mut(sidecar) {
-            Some(known) => {
-                known.held = known.held.saturating_sub(spent).min(claims);
-                known
-            }
-            None => {
-                let held = claims.min(ceiling);
-                self.unclaimed = self.unclaimed.saturating_sub(held);
-                self.sidecars.entry(sidecar.to_string()).or_insert(Holding {
-                    held,
-                    last_spend: None,
-                })
-            }
+        let holding = self.sidecars.entry(sidecar.to_string()).or_insert(Holding {
+            held: 0,
+            last_spend: None,
+            adopting: true,
+        });
+        let left = holding.held.saturating_sub(spent);
+        let before = holding.held;
+        holding.held = match (holding.adopting, heard) {
+            // Possibly stale (re-sent): only ever raises.
+            (true, false) => claims.min(ceiling).max(left),
+            // Fresh, and the first report that knows this leader's grants: believed.
+            (true, true) => claims.min(ceiling),
+            (false, _) => left.min(claims),
         };
+        holding.adopting &= !heard;
+        self.unclaimed = self
+            .unclaimed
+            .saturating_sub(holding.held.saturating_sub(before));
         if spent > 0 {
             holding.last_spend = Some(now);
         }

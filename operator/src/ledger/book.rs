@@ -34,6 +34,10 @@ pub const FLOOR_PER_MILLE: u64 = 1;
 /// account); reports for more get no account and no allowance.
 pub const MAX_SCOPE_VALUES: usize = 10_000;
 
+/// Answers with allowance remembered per sidecar process until it says it applied them; a
+/// sidecar that never says so cannot make the ledger remember more.
+const MAX_ANSWERS: usize = 256;
+
 /// A sidecar incarnation that has not reported for this long is forgotten.
 const REPORTER_IDLE: Duration = Duration::from_secs(3600);
 
@@ -132,6 +136,12 @@ struct Reporter {
     durable: u64,
     /// Applied reports waiting for durability: (seq, epoch that makes it durable).
     pending: VecDeque<(u64, u64)>,
+    /// Answers that added allowance, by the seq they answer, until a report says they were
+    /// applied (`answers_applied`): on the wire when later reports were written.
+    answers: VecDeque<(u64, Vec<(AccountKey, u64)>)>,
+    /// The seq of the first report this leader answered: a report with `answers_applied`
+    /// at or above it was written knowing this leader's grants.
+    first_answer: Option<u64>,
     last_seen: Instant,
 }
 
@@ -256,25 +266,39 @@ impl Book {
         }
     }
 
-    /// Applies one report of sidecar `pod` and answers it. `in_flight` says how much
-    /// allowance for a key was granted in answers the sidecar had not applied when it wrote
-    /// the report.
+    /// Applies one report of sidecar `pod` and answers it. Allowance granted in answers the
+    /// sidecar had not applied when it wrote the report (`answers_applied`; answers are
+    /// numbered by the seq they answer, across reconnects) counts as held on top of what the
+    /// report says.
     pub fn report(
         &mut self,
         pod: &ObjectKey,
         usage: &Usage,
-        in_flight: impl Fn(&AccountKey) -> u64,
         now: Instant,
         wall: SystemTime,
     ) -> Answer {
         let sidecar = pod.to_string();
         let id = (sidecar.clone(), usage.incarnation.clone());
-        let last_applied = self.reporters.get(&id).map_or(0, |r| r.last_applied);
-        let duplicate = usage.seq <= last_applied;
+        // Out of the map while the report is booked (put back below).
+        let mut reporter = self
+            .reporters
+            .remove(&id)
+            .unwrap_or_else(|| Reporter::new(now));
+        reporter.last_seen = now;
+        let duplicate = usage.seq <= reporter.last_applied;
         let mut answer = Answer {
             duplicate,
             ..Answer::default()
         };
+        if !duplicate {
+            // Answers it had applied when it wrote this report are in what it says it holds.
+            reporter
+                .answers
+                .retain(|(seq, _)| *seq > usage.answers_applied);
+        }
+        let heard = reporter
+            .first_answer
+            .is_some_and(|first| usage.answers_applied >= first);
         let mut moved_spend = false;
         for au in &usage.accounts {
             let key = match self.key_of(pod, au.key.as_ref(), wall) {
@@ -292,7 +316,8 @@ impl Book {
                 }
                 continue;
             }
-            match self.book(&sidecar, &key, au, in_flight(&key), now, wall) {
+            let in_flight = reporter.in_flight(&key);
+            match self.book(&sidecar, &key, au, in_flight, heard, now, wall) {
                 Ok(g) => {
                     moved_spend |= au.spent_nano_usd > 0;
                     if g.added_nano_usd > 0 {
@@ -303,15 +328,17 @@ impl Book {
                 Err(e) => answer.ignored.push(e),
             }
         }
-        let reporter = self.reporters.entry(id).or_insert_with(|| Reporter {
-            last_applied: 0,
-            durable: 0,
-            pending: VecDeque::new(),
-            last_seen: now,
-        });
-        reporter.last_seen = now;
         if !duplicate {
             reporter.last_applied = usage.seq;
+            reporter.first_answer.get_or_insert(usage.seq);
+            if !answer.added.is_empty() {
+                if reporter.answers.len() >= MAX_ANSWERS {
+                    reporter.answers.pop_front();
+                }
+                reporter
+                    .answers
+                    .push_back((usage.seq, answer.added.clone()));
+            }
             // Nothing to persist: durable as soon as the reports before it are.
             let needs = if moved_spend && self.persistent {
                 self.epoch
@@ -321,16 +348,22 @@ impl Book {
             reporter.pending.push_back((usage.seq, needs));
             reporter.advance(self.durable);
         }
+        self.reporters.insert(id, reporter);
         answer
     }
 
     /// Books one key of a report; the Grant that answers it.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one report's context, passed down once"
+    )]
     fn book(
         &mut self,
         sidecar: &str,
         key: &AccountKey,
         usage: &modelroute_proto::AccountUsage,
         in_flight: u64,
+        heard: bool,
         now: Instant,
         wall: SystemTime,
     ) -> Result<Grant, KeyError> {
@@ -350,7 +383,7 @@ impl Book {
         self.open(key, &rule)?;
         let account = self.accounts.get_mut(key).ok_or(KeyError::UnknownBudget)?;
         let claims = usage.held_nano_usd.saturating_add(in_flight);
-        account.report(sidecar, usage.spent_nano_usd, claims, now);
+        account.report(sidecar, usage.spent_nano_usd, claims, heard, now);
         for percent in account.cross(&rule.thresholds) {
             self.crossings.push(Crossing {
                 key: key.clone(),
@@ -724,6 +757,26 @@ impl Book {
 // === impl Reporter ===
 
 impl Reporter {
+    fn new(now: Instant) -> Self {
+        Self {
+            last_applied: 0,
+            durable: 0,
+            pending: VecDeque::new(),
+            answers: VecDeque::new(),
+            first_answer: None,
+            last_seen: now,
+        }
+    }
+
+    /// Allowance for `key` in answers not applied yet.
+    fn in_flight(&self, key: &AccountKey) -> u64 {
+        self.answers
+            .iter()
+            .flat_map(|(_, added)| added)
+            .filter(|(k, _)| k == key)
+            .fold(0, |sum, (_, a)| sum.saturating_add(*a))
+    }
+
     /// Acknowledges what `durable` covers, in order. Returns whether anything moved.
     fn advance(&mut self, durable: u64) -> bool {
         let before = self.durable;

@@ -59,15 +59,10 @@ impl Ledger {
     }
 
     /// Applies a report of sidecar `pod` and answers it (see [`Book::report`]).
-    pub fn report(
-        &self,
-        pod: &ObjectKey,
-        usage: &Usage,
-        in_flight: impl Fn(&AccountKey) -> u64,
-    ) -> Answer {
+    pub fn report(&self, pod: &ObjectKey, usage: &Usage) -> Answer {
         let (answer, notices) = {
             let mut book = self.book();
-            let answer = book.report(pod, usage, in_flight, Instant::now(), SystemTime::now());
+            let answer = book.report(pod, usage, Instant::now(), SystemTime::now());
             (answer, book.has_notices())
         };
         self.metrics.usage_report(answer.duplicate);

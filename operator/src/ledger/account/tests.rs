@@ -22,15 +22,15 @@ fn reports_move_held_allowance_to_spent() {
     assert_eq!(account.grant("a", u64::MAX, 2, 1), 225); // (1000-100)/4
     assert_eq!(account.grant("b", u64::MAX, 2, 1), 168); // 675/4
     assert_eq!(account.unallocated(), 1000 - 100 - 225 - 168);
-    account.report("a", 200, 25, at(0));
+    account.report("a", 200, 25, true, at(0));
     assert_eq!((account.spent(), account.holds("a")), (300, 25));
     // Claims to hold more than granted: capped.
-    account.report("b", 0, 10_000, at(0));
+    account.report("b", 0, 10_000, true, at(0));
     assert_eq!(account.holds("b"), 168);
     // Gives some back.
-    account.report("b", 0, 100, at(0));
+    account.report("b", 0, 100, true, at(0));
     assert_eq!(account.holds("b"), 100);
-    account.report("a", 25, 0, at(0));
+    account.report("a", 25, 0, true, at(0));
     assert_eq!(account.holds("a"), 0);
     assert_eq!(account.spent() + account.held(), 325 + 100);
 }
@@ -50,20 +50,31 @@ fn a_sidecar_unknown_since_the_restart_is_believed_and_claims_the_unclaimed() {
     let mut account = Account::new(1000, 300, 200);
     assert_eq!(account.unallocated(), 500);
     // The sidecar that holds 150 of it reports first: believed, out of the unclaimed pool.
-    account.report("a", 0, 150, at(0));
+    account.report("a", 0, 150, false, at(0));
     assert_eq!((account.holds("a"), account.held()), (150, 200));
-    // Its second report is capped by what it was believed to hold.
-    account.report("a", 0, 900, at(1));
+    // A report it wrote earlier (re-sent after the reconnect) says less: not a give-back
+    // while it has not heard from this leader.
+    account.report("a", 0, 120, false, at(0));
     assert_eq!(account.holds("a"), 150);
+    // A later one says more (a grant of the old leader arrived after the first was
+    // written): believed.
+    account.report("a", 0, 170, false, at(0));
+    assert_eq!((account.holds("a"), account.held()), (170, 200));
+    // Once it has heard from this leader its claim is fresh and believed, even lower...
+    account.report("a", 10, 140, true, at(1));
+    assert_eq!((account.spent(), account.holds("a")), (310, 140));
+    // ...and from then on capped by what it was believed to hold.
+    account.report("a", 0, 900, true, at(1));
+    assert_eq!(account.holds("a"), 140);
     // A claim above what was unclaimed (a grant the old leader made after its last
     // write) is believed too, up to what is not spent: over-reserving is the safe side.
-    account.report("b", 0, 400, at(1));
+    account.report("b", 0, 400, false, at(1));
     assert_eq!(account.holds("b"), 400);
-    assert_eq!(account.held(), 550);
+    assert_eq!(account.held(), 540);
     assert_eq!(account.unallocated(), 150);
     // Never more than the limit leaves.
-    account.report("c", 0, u64::MAX, at(1));
-    assert_eq!(account.holds("c"), 700);
+    account.report("c", 0, u64::MAX, false, at(1));
+    assert_eq!(account.holds("c"), 690);
     assert_eq!(account.unallocated(), 0);
     // The grace ends: nothing unclaimed is left anyway here.
     let mut fresh = Account::new(1000, 300, 200);
@@ -74,9 +85,9 @@ fn a_sidecar_unknown_since_the_restart_is_believed_and_claims_the_unclaimed() {
 #[test]
 fn active_counts_recent_spenders_only() {
     let mut account = Account::new(1000, 0, 0);
-    account.report("a", 1, 0, at(0));
-    account.report("b", 0, 0, at(10));
-    account.report("c", 5, 0, at(30));
+    account.report("a", 1, 0, true, at(0));
+    account.report("b", 0, 0, true, at(10));
+    account.report("c", 5, 0, true, at(30));
     assert_eq!(account.active(at(40)), 2);
     assert_eq!(account.active(at(61)), 1, "a spent over a minute ago");
     assert_eq!(account.active(at(200)), 0);
@@ -86,16 +97,16 @@ fn active_counts_recent_spenders_only() {
 fn thresholds_are_crossed_once() {
     let mut account = Account::new(1000, 0, 0);
     let thresholds = [50, 80, 100];
-    account.report("a", 499, 0, at(0));
+    account.report("a", 499, 0, true, at(0));
     assert_eq!(account.cross(&thresholds), Vec::<u32>::new());
-    account.report("a", 1, 0, at(0));
+    account.report("a", 1, 0, true, at(0));
     assert_eq!(account.cross(&thresholds), vec![50]);
     assert_eq!(account.cross(&thresholds), Vec::<u32>::new(), "once");
-    account.report("a", 600, 0, at(0));
+    account.report("a", 600, 0, true, at(0));
     assert_eq!(account.cross(&thresholds), vec![80, 100], "both at once");
     // A raised amount brings spend under 80% again; crossing it again is not news.
     account.set_limit(10_000);
-    account.report("a", 7000, 0, at(0));
+    account.report("a", 7000, 0, true, at(0));
     assert_eq!(account.cross(&thresholds), Vec::<u32>::new());
     assert!(account.note_exhaustion());
     assert!(!account.note_exhaustion());
@@ -107,7 +118,7 @@ fn exhaustion_lifts_for_those_told_once_something_is_left() {
     assert_eq!(account.grant("a", u64::MAX, 1, 100), 100);
     account.told_exhausted("b");
     assert_eq!(account.lift_exhaustion(), Vec::<String>::new(), "all held");
-    account.report("a", 10, 40, at(0)); // spent 10, gives 50 back
+    account.report("a", 10, 40, true, at(0)); // spent 10, gives 50 back
     assert_eq!(account.unallocated(), 50);
     assert_eq!(account.lift_exhaustion(), vec!["b".to_string()]);
     assert_eq!(account.lift_exhaustion(), Vec::<String>::new(), "told once");
@@ -142,13 +153,13 @@ fn the_invariant_holds_under_random_traffic() {
                     // Gives part back.
                     let holds = local.entry(s).or_default();
                     *holds -= rng.u64(0..=*holds);
-                    account.report(s, 0, *holds, at(step));
+                    account.report(s, 0, *holds, true, at(step));
                 }
                 _ => {
                     let holds = local.entry(s).or_default();
                     let spend = rng.u64(0..=*holds);
                     *holds -= spend;
-                    account.report(s, spend, *holds, at(step));
+                    account.report(s, spend, *holds, true, at(step));
                 }
             }
             assert!(account.spent() + account.held() <= limit);

@@ -97,12 +97,9 @@ fn usage(
                 want_nano_usd: *want,
             })
             .collect(),
-        answers_applied: 0,
+        // It applied every earlier answer before writing this one.
+        answers_applied: seq.saturating_sub(1),
     }
-}
-
-fn none(_: &AccountKey) -> u64 {
-    0
 }
 
 const DEC: &str = "2026-12-10T12:00:00Z";
@@ -120,7 +117,6 @@ fn a_report_is_applied_once_per_incarnation_and_seq() {
     let first = book.report(
         &pod("a"),
         &usage(1, "i1", &[(team.clone(), 100, 0, 0)]),
-        none,
         at(0),
         now,
     );
@@ -131,7 +127,6 @@ fn a_report_is_applied_once_per_incarnation_and_seq() {
     let again = book.report(
         &pod("a"),
         &usage(1, "i1", &[(team.clone(), 100, 0, 0)]),
-        none,
         at(1),
         now,
     );
@@ -141,7 +136,6 @@ fn a_report_is_applied_once_per_incarnation_and_seq() {
     book.report(
         &pod("a"),
         &usage(2, "i1", &[(team.clone(), 5, 0, 0)]),
-        none,
         at(2),
         now,
     );
@@ -149,18 +143,11 @@ fn a_report_is_applied_once_per_incarnation_and_seq() {
     book.report(
         &pod("a"),
         &usage(1, "i2", &[(team.clone(), 7, 0, 0)]),
-        none,
         at(3),
         now,
     );
     // The same seq from another pod is that pod's.
-    book.report(
-        &pod("b"),
-        &usage(2, "i1", &[(team, 11, 0, 0)]),
-        none,
-        at(3),
-        now,
-    );
+    book.report(&pod("b"), &usage(2, "i1", &[(team, 11, 0, 0)]), at(3), now);
     assert_eq!(spent(&book, &k), 123);
     // Memory only: durable at once.
     assert_eq!(book.acked(&pod("a"), "i1"), 2);
@@ -173,32 +160,14 @@ fn acknowledgements_wait_for_a_write_and_keep_order() {
     let mut book = book_with(BUDGETS, true, now);
     let team = key("team", "", "2026-12");
     let a = pod("a");
-    book.report(
-        &a,
-        &usage(1, "i", &[(team.clone(), 10, 0, 0)]),
-        none,
-        at(0),
-        now,
-    );
+    book.report(&a, &usage(1, "i", &[(team.clone(), 10, 0, 0)]), at(0), now);
     assert_eq!(book.acked(&a, "i"), 0, "spend not written yet");
     let first = book.begin_flush(false, now).expect("dirty");
     assert_eq!(first.routes.len(), 1);
     // Applied while the write is under way: belongs to the next epoch.
-    book.report(
-        &a,
-        &usage(2, "i", &[(team.clone(), 10, 0, 0)]),
-        none,
-        at(0),
-        now,
-    );
+    book.report(&a, &usage(2, "i", &[(team.clone(), 10, 0, 0)]), at(0), now);
     // No spend: nothing to write, but it cannot be acknowledged before seq 2.
-    book.report(
-        &a,
-        &usage(3, "i", &[(team.clone(), 0, 0, 0)]),
-        none,
-        at(0),
-        now,
-    );
+    book.report(&a, &usage(3, "i", &[(team.clone(), 0, 0, 0)]), at(0), now);
     assert!(book.flushed(first.epoch, Ok(())));
     assert_eq!(book.acked(&a, "i"), 1);
     // The next write fails: nothing more is acknowledged, the route is written again.
@@ -227,7 +196,6 @@ fn grants_follow_the_sizing_rule_and_the_invariant() {
     let g = book.report(
         &pod("a"),
         &usage(1, "i", &[(team.clone(), 0, 0, u64::MAX)]),
-        none,
         at(0),
         now,
     );
@@ -238,7 +206,6 @@ fn grants_follow_the_sizing_rule_and_the_invariant() {
     let g = book.report(
         &pod("b"),
         &usage(1, "i", &[(team.clone(), 0, 0, 1000)]),
-        none,
         at(0),
         now,
     );
@@ -265,7 +232,6 @@ fn grants_follow_the_sizing_rule_and_the_invariant() {
         let answer = book.report(
             &pod(&name),
             &usage(*seq, "i", &[(team.clone(), spend, *held, want)]),
-            none,
             at(step),
             now,
         );
@@ -287,24 +253,38 @@ fn a_grant_on_the_wire_is_not_a_give_back() {
     let granted = book.report(
         &a,
         &usage(1, "i", &[(team.clone(), 0, 0, u64::MAX)]),
-        none,
         at(0),
         now,
     );
     let g = granted.grants[0].added_nano_usd;
     // Report 2 was written before the answer to 1 arrived: it says it holds 0.
-    let in_flight = |key: &AccountKey| if *key == k { g } else { 0 };
-    book.report(
-        &a,
-        &usage(2, "i", &[(team.clone(), 0, 0, 0)]),
-        in_flight,
-        at(1),
-        now,
-    );
+    let mut stale = usage(2, "i", &[(team.clone(), 0, 0, 0)]);
+    stale.answers_applied = 0;
+    book.report(&a, &stale, at(1), now);
     assert_eq!(book.account(&k).map(Account::held), Some(g), "still held");
     // Once it had applied the grant, saying it holds less is a give-back.
-    book.report(&a, &usage(3, "i", &[(team, 0, g / 2, 0)]), none, at(2), now);
+    book.report(
+        &a,
+        &usage(3, "i", &[(team.clone(), 0, g / 2, 0)]),
+        at(2),
+        now,
+    );
     assert_eq!(book.account(&k).map(Account::held), Some(g / 2));
+    // After a reconnect, a report written on the old stream before answer 4 arrived is
+    // re-sent: the grant of answer 4 stays held.
+    let g4 = book
+        .report(
+            &a,
+            &usage(4, "i", &[(team.clone(), 0, g / 2, 1000)]),
+            at(3),
+            now,
+        )
+        .grants[0]
+        .added_nano_usd;
+    let mut resent = usage(5, "i", &[(team, 0, g / 2, 0)]);
+    resent.answers_applied = 3;
+    book.report(&a, &resent, at(4), now);
+    assert_eq!(book.account(&k).map(Account::held), Some(g / 2 + g4));
 }
 
 #[test]
@@ -330,7 +310,6 @@ fn keys_a_sidecar_may_not_report_are_ignored() {
         let answer = book.report(
             &pod("a"),
             &usage(1, &format!("{why:?}"), &[(k, 5, 0, 10)]),
-            none,
             at(0),
             now,
         );
@@ -351,7 +330,6 @@ fn keys_a_sidecar_may_not_report_are_ignored() {
         let answer = book.report(
             &pod("a"),
             &usage(1, &format!("{k:?}"), &[(k.clone(), 5, 0, 0)]),
-            none,
             at(0),
             now,
         );
@@ -361,7 +339,6 @@ fn keys_a_sidecar_may_not_report_are_ignored() {
     let past = book.report(
         &pod("a"),
         &usage(2, "p", &[(key("team", "", "2026-11"), 0, 0, 100)]),
-        none,
         at(0),
         now,
     );
@@ -382,7 +359,6 @@ fn windows_roll_over_at_month_end() {
     book.report(
         &pod("a"),
         &usage(1, "i", &[(key("team", "", "2026-01"), 600, 0, 0)]),
-        none,
         at(0),
         jan,
     );
@@ -390,7 +366,6 @@ fn windows_roll_over_at_month_end() {
     book.report(
         &pod("b"),
         &usage(1, "i", &[(key("team", "", "2026-02"), 9, 0, 0)]),
-        none,
         at(0),
         jan,
     );
@@ -407,7 +382,6 @@ fn windows_roll_over_at_month_end() {
     book.report(
         &pod("a"),
         &usage(2, "i", &[(key("team", "", "2026-01"), 1, 0, 0)]),
-        none,
         at(61),
         feb,
     );
@@ -429,7 +403,6 @@ fn windows_roll_over_at_month_end() {
     book.report(
         &pod("a"),
         &usage(3, "i", &[(key("tenant", "acme", "2026-03-01"), 1, 0, 0)]),
-        none,
         at(121),
         wall("2026-03-01T10:00:00Z"),
     );
@@ -448,7 +421,6 @@ fn thresholds_are_announced_once_per_key_and_window() {
         book.report(
             &pod("a"),
             &usage(seq, "i", &[(team.clone(), spend, 0, 0)]),
-            none,
             at(seq),
             now,
         );
@@ -476,7 +448,6 @@ fn thresholds_are_announced_once_per_key_and_window() {
     book.report(
         &pod("a"),
         &usage(7, "i", &[(key("team", "", "2027-01"), USD, 0, 0)]),
-        none,
         at(11),
         jan,
     );
@@ -504,7 +475,6 @@ fn exhaustion_is_told_once_and_lifted_by_a_push() {
     let g1 = book.report(
         &pod("a"),
         &usage(1, "i", &[(tenant.clone(), 0, 0, u64::MAX)]),
-        none,
         at(0),
         now,
     );
@@ -515,7 +485,6 @@ fn exhaustion_is_told_once_and_lifted_by_a_push() {
             "i",
             &[(tenant.clone(), 0, g1.grants[0].added_nano_usd, u64::MAX)],
         ),
-        none,
         at(0),
         now,
     );
@@ -531,7 +500,6 @@ fn exhaustion_is_told_once_and_lifted_by_a_push() {
         let g = book.report(
             &pod("a"),
             &usage(seq, "i", &[(tenant.clone(), 0, held, u64::MAX)]),
-            none,
             at(0),
             now,
         );
@@ -544,7 +512,6 @@ fn exhaustion_is_told_once_and_lifted_by_a_push() {
     let b = book.report(
         &pod("b"),
         &usage(1, "i", &[(tenant.clone(), 0, 0, 100)]),
-        none,
         at(1),
         now,
     );
@@ -563,7 +530,6 @@ fn exhaustion_is_told_once_and_lifted_by_a_push() {
     book.report(
         &pod("a"),
         &usage(seq, "i", &[(tenant, 0, held - limit / 10, 0)]),
-        none,
         at(2),
         now,
     );
@@ -582,7 +548,6 @@ fn a_changed_amount_moves_the_limit_and_a_removed_budget_its_accounts() {
     book.report(
         &pod("a"),
         &usage(1, "i", &[(key("team", "", "2026-12"), 100, 0, 0)]),
-        none,
         at(0),
         now,
     );
@@ -624,7 +589,6 @@ fn persisted_state_round_trips_through_status_and_the_file() {
             "i",
             &[(key("team", "", "2026-12"), 123_456_789, 0, USD / 10)],
         ),
-        none,
         at(0),
         now,
     );
@@ -637,7 +601,6 @@ fn persisted_state_round_trips_through_status_and_the_file() {
                 "i",
                 &[(key("tenant", tenant, "2026-12-10"), spend, 0, 0)],
             ),
-            none,
             at(0),
             now,
         );
@@ -668,7 +631,6 @@ fn persisted_state_round_trips_through_status_and_the_file() {
     from_file.report(
         &pod("a"),
         &usage(1, "j", &[(key("team", "", "2026-12"), 0, 0, 0)]),
-        none,
         at(1),
         now,
     );
@@ -695,7 +657,6 @@ fn after_a_restart_held_allowance_is_outstanding_until_reported_or_the_grace_end
     book.report(
         &pod("a"),
         &usage(9, "i", &[(team.clone(), 50_000_000, 250_000_000, 0)]),
-        none,
         at(5),
         now,
     );
@@ -732,7 +693,6 @@ fn scope_values_a_status_did_not_list_restart_at_the_most_any_spent() {
                 "i",
                 &[(key("tenant", &tenant, "2026-12-10"), 1000 + i as u64, 0, 0)],
             ),
-            none,
             at(0),
             now,
         );
@@ -756,7 +716,6 @@ fn scope_values_a_status_did_not_list_restart_at_the_most_any_spent() {
     restored.report(
         &pod("a"),
         &usage(1, "j", &[(key("tenant", "t000", "2026-12-10"), 0, 0, 0)]),
-        none,
         at(1),
         now,
     );
@@ -780,7 +739,6 @@ fn too_many_scope_values_get_no_account() {
         let answer = book.report(
             &pod("a"),
             &usage(1 + i as u64, "i", &[(k, 1, 0, 0)]),
-            none,
             at(0),
             now,
         );
@@ -790,7 +748,6 @@ fn too_many_scope_values_get_no_account() {
     let answer = book.report(
         &pod("a"),
         &usage(u64::MAX, "i", &[(k, 1, 0, 10)]),
-        none,
         at(0),
         now,
     );
@@ -807,7 +764,6 @@ fn what_sidecars_of_deleted_pods_held_is_released() {
         book.report(
             &pod(name),
             &usage(1, "i", &[(team.clone(), 0, 0, 1000)]),
-            none,
             at(0),
             now,
         );
@@ -839,7 +795,6 @@ fn a_new_leader_writes_a_status_only_once_something_changed_in_it() {
     book.report(
         &pod("a"),
         &usage(1, "i", &[(key("team", "", "2026-12"), 1, 0, 0)]),
-        none,
         at(2),
         now,
     );

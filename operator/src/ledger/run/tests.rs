@@ -93,7 +93,7 @@ async fn a_leader_restores_persists_and_acknowledges_then_forgets_when_it_steps_
         }],
         answers_applied: 0,
     };
-    let answer = ledger.report(&pod, &usage, |_| 0);
+    let answer = ledger.report(&pod, &usage);
     assert_eq!(
         answer.grants[0].spent_nano_usd, 305,
         "continues from status"
