@@ -9,17 +9,18 @@
 //! acknowledged. A failed write leaves its ModelRoutes dirty for the next epoch, which then
 //! covers both.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use modelroute_crds::v1alpha1::{STATUS_SCOPE_VALUES, STATUS_SCOPE_VALUES_PREVIOUS, ScopeKind};
+use modelroute_crds::v1alpha1::ScopeKind;
 use modelroute_crds::{BudgetStatus, ModelRouteSpec, NanoUsd, Window, WindowId};
 use modelroute_proto::{Grant, Usage};
 use tokio::time::Instant;
 
 use super::account::Account;
 use super::key::{AccountKey, BudgetRef, KeyError, MAX_SCOPE_VALUE_BYTES};
-use super::saved::{self, Row, Saved, SavedAccount, Unlisted};
+use super::reporter::{MAX_ANSWERS, REPORTER_IDLE, Reporter};
+use super::saved::{Saved, SavedAccount, Unlisted};
 use crate::index::ObjectKey;
 
 /// After a restart, allowance the previous leader had granted counts as held until the
@@ -33,13 +34,6 @@ pub const FLOOR_PER_MILLE: u64 = 1;
 /// The most scope values one budget counts separately in one window (each its own
 /// account); reports for more get no account and no allowance.
 pub const MAX_SCOPE_VALUES: usize = 10_000;
-
-/// Answers with allowance remembered per sidecar process until it says it applied them; a
-/// sidecar that never says so cannot make the ledger remember more.
-const MAX_ANSWERS: usize = 256;
-
-/// A sidecar incarnation that has not reported for this long is forgotten.
-const REPORTER_IDLE: Duration = Duration::from_secs(3600);
 
 /// What the ledger knows of one budget from the served spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,23 +120,6 @@ pub struct Book {
     crossings: Vec<Crossing>,
     /// Keys whose exhaustion lifted, per sidecar to tell.
     notices: HashMap<String, BTreeSet<AccountKey>>,
-}
-
-/// What the ledger remembers of one sidecar incarnation.
-#[derive(Debug)]
-struct Reporter {
-    last_applied: u64,
-    /// The highest seq whose spend (and that of every seq before it) is durable.
-    durable: u64,
-    /// Applied reports waiting for durability: (seq, epoch that makes it durable).
-    pending: VecDeque<(u64, u64)>,
-    /// Answers that added allowance, by the seq they answer, until a report says they were
-    /// applied (`answers_applied`): on the wire when later reports were written.
-    answers: VecDeque<(u64, Vec<(AccountKey, u64)>)>,
-    /// The seq of the first report this leader answered: a report with `answers_applied`
-    /// at or above it was written knowing this leader's grants.
-    first_answer: Option<u64>,
-    last_seen: Instant,
 }
 
 // === impl Book ===
@@ -661,134 +638,6 @@ impl Book {
     pub fn take_crossings(&mut self) -> Vec<Crossing> {
         std::mem::take(&mut self.crossings)
     }
-
-    /// `status.budgets` of `route`: per budget in spec order, windows newest first, the
-    /// most-spent scope values of each (the rest summed).
-    pub fn statuses(&self, route: &ObjectKey, wall: SystemTime) -> Vec<BudgetStatus> {
-        let Some((_, names)) = self.routes.get(route) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for name in names {
-            let budget = BudgetRef::new(route.clone(), name);
-            let Some(rule) = self.rules.get(&budget) else {
-                continue;
-            };
-            let current = rule.window.id(wall);
-            let mut windows: BTreeMap<WindowId, Vec<Row<'_>>> = BTreeMap::new();
-            for (key, account) in self.range(&budget) {
-                windows.entry(key.window).or_default().push(Row {
-                    scope: &key.scope,
-                    spent: account.spent(),
-                    held: account.held(),
-                });
-            }
-            for ((b, w), _) in self.unlisted.range((budget.clone(), first_window())..) {
-                if *b != budget {
-                    break;
-                }
-                windows.entry(*w).or_default();
-            }
-            for (window, rows) in windows.into_iter().rev() {
-                let cap = if window >= current {
-                    STATUS_SCOPE_VALUES
-                } else {
-                    STATUS_SCOPE_VALUES_PREVIOUS
-                };
-                let unlisted = self.unlisted.get(&(budget.clone(), window));
-                out.extend(saved::window_entries(
-                    name, window, rule.limit, rows, cap, unlisted,
-                ));
-            }
-        }
-        out
-    }
-
-    /// Every account, exactly (the ledger file).
-    pub fn saved(&self) -> Vec<SavedAccount> {
-        self.accounts
-            .iter()
-            .map(|(key, a)| SavedAccount::new(key, a.spent(), a.held()))
-            .collect()
-    }
-
-    /// Spend and remaining per budget and window (metrics).
-    pub fn totals(&self) -> Vec<Total> {
-        let mut totals: Vec<Total> = Vec::new();
-        for (key, account) in &self.accounts {
-            match totals.last_mut() {
-                Some(t) if t.budget == key.budget && t.window == key.window => {
-                    t.spent = t.spent.saturating_add(account.spent());
-                    t.remaining = t.remaining.min(account.remaining());
-                }
-                _ => totals.push(Total {
-                    budget: key.budget.clone(),
-                    window: key.window,
-                    spent: account.spent(),
-                    remaining: account.remaining(),
-                }),
-            }
-        }
-        totals
-    }
-
-    /// The account of `key`, if any.
-    pub fn account(&self, key: &AccountKey) -> Option<&Account> {
-        self.accounts.get(key)
-    }
-
-    /// The ModelRoutes with budgets, and their uids.
-    pub fn routes(&self) -> impl Iterator<Item = (&ObjectKey, Option<&str>)> {
-        self.routes.iter().map(|(k, (uid, _))| (k, uid.as_deref()))
-    }
-
-    /// Accounts of one budget, in window and scope value order.
-    fn range<'a>(
-        &'a self,
-        budget: &'a BudgetRef,
-    ) -> impl Iterator<Item = (&'a AccountKey, &'a Account)> + 'a {
-        let from = AccountKey::new(budget.clone(), "", first_window());
-        self.accounts
-            .range(from..)
-            .take_while(move |(k, _)| k.budget == *budget)
-    }
-}
-
-// === impl Reporter ===
-
-impl Reporter {
-    fn new(now: Instant) -> Self {
-        Self {
-            last_applied: 0,
-            durable: 0,
-            pending: VecDeque::new(),
-            answers: VecDeque::new(),
-            first_answer: None,
-            last_seen: now,
-        }
-    }
-
-    /// Allowance for `key` in answers not applied yet.
-    fn in_flight(&self, key: &AccountKey) -> u64 {
-        self.answers
-            .iter()
-            .flat_map(|(_, added)| added)
-            .filter(|(k, _)| k == key)
-            .fold(0, |sum, (_, a)| sum.saturating_add(*a))
-    }
-
-    /// Acknowledges what `durable` covers, in order. Returns whether anything moved.
-    fn advance(&mut self, durable: u64) -> bool {
-        let before = self.durable;
-        while let Some(&(seq, needs)) = self.pending.front() {
-            if needs > durable {
-                break;
-            }
-            self.durable = seq;
-            self.pending.pop_front();
-        }
-        self.durable != before
-    }
 }
 
 /// Whether `window` is the current, previous or next window of kind `kind` at `wall`:
@@ -804,11 +653,6 @@ fn window_is_open(kind: Window, window: WindowId, wall: SystemTime) -> bool {
     window == current || window == previous || window == current.next()
 }
 
-/// The smallest window id (window kinds order before start times): a range start.
-fn first_window() -> WindowId {
-    Window::Hourly.id(SystemTime::UNIX_EPOCH)
-}
-
 fn grant(key: &AccountKey, account: &Account, added: u64, exhausted: bool) -> Grant {
     Grant {
         key: Some(key.to_proto()),
@@ -818,6 +662,8 @@ fn grant(key: &AccountKey, account: &Account, added: u64, exhausted: bool) -> Gr
         exhausted,
     }
 }
+
+mod view;
 
 #[cfg(test)]
 mod tests;

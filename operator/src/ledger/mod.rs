@@ -11,6 +11,7 @@ pub mod book;
 pub mod events;
 pub mod key;
 pub mod rates;
+mod reporter;
 pub mod run;
 pub mod saved;
 pub mod store;

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use modelroute_crds::v1alpha1::STATUS_SCOPE_VALUES;
 use modelroute_proto::AccountUsage;
 
 use super::*;
