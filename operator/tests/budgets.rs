@@ -63,6 +63,7 @@ fn usage(
                 spent_nano_usd: *spent,
                 held_nano_usd: *held,
                 want_nano_usd: *want,
+                need_nano_usd: 0,
             })
             .collect(),
         answers_applied,

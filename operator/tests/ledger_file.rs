@@ -97,6 +97,7 @@ fn report(seq: u64, spent: u64) -> sidecar_message::Message {
             spent_nano_usd: spent,
             held_nano_usd: 0,
             want_nano_usd: 0,
+            need_nano_usd: 0,
         }],
         answers_applied: 0,
     })

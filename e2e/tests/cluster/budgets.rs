@@ -150,6 +150,7 @@ impl FakeSidecar {
                 spent_nano_usd: spent,
                 held_nano_usd: 0,
                 want_nano_usd: 0,
+                need_nano_usd: 0,
             }],
             answers_applied: 0,
         }))

@@ -536,10 +536,13 @@ fn check_injected(pod: &Pod, native: bool, ca: &str, want: &Expected) -> Result<
     ensure!(probe(&sidecar.startup_probe) == Some(("/healthz".into(), on_admin.clone())));
     ensure!(probe(&sidecar.liveness_probe) == Some(("/healthz".into(), on_admin.clone())));
     ensure!(probe(&sidecar.readiness_probe) == Some(("/readyz".into(), on_admin)));
+    // The API server's ServiceAccount admission adds its own token mount
+    // (`kube-api-access-*`) to every container; only ours are checked here.
     let mounts: Vec<(&str, &str, Option<bool>)> = sidecar
         .volume_mounts
         .iter()
         .flatten()
+        .filter(|m| m.name.starts_with("modelroute-"))
         .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
         .collect();
     ensure!(

@@ -135,11 +135,15 @@ impl Account {
     /// Grants `sidecar` more allowance, at most `want` (but at least `floor` when that much
     /// is there): [`grant_size`] of what is unallocated, with `active` the sidecars that
     /// spent on this key lately. Returns the amount added to what the sidecar holds.
-    pub fn grant(&mut self, sidecar: &str, want: u64, active: u32, floor: u64) -> u64 {
-        if want == 0 {
+    pub fn grant(&mut self, sidecar: &str, want: u64, need: u64, active: u32, floor: u64) -> u64 {
+        if want == 0 && need == 0 {
             return 0;
         }
-        let size = grant_size(self.unallocated(), active, floor).min(want.max(floor));
+        // A fair share of what is left, capped by the ask; but never less than what a
+        // waiting request needs while that much is unallocated.
+        let unallocated = self.unallocated();
+        let share = grant_size(unallocated, active, floor).min(want.max(floor));
+        let size = share.max(need.min(unallocated));
         if size > 0 {
             let holding = self.sidecars.entry(sidecar.to_string()).or_default();
             holding.held = holding.held.saturating_add(size);

@@ -372,7 +372,14 @@ impl Book {
         }
         let added = if grantable {
             let floor = (rule.limit / 1000 * FLOOR_PER_MILLE).max(1);
-            account.grant(sidecar, usage.want_nano_usd, account.active(now), floor)
+            let need = usage.need_nano_usd;
+            account.grant(
+                sidecar,
+                usage.want_nano_usd,
+                need,
+                account.active(now),
+                floor,
+            )
         } else {
             0
         };

@@ -36,6 +36,9 @@ pub const MIN_USEFUL_OUTPUT: u64 = 16;
 /// How long a request waits for the operator's answer when too little is held here.
 const GRANT_WAIT: Duration = Duration::from_secs(2);
 
+/// How often one request asks the leader for more before taking what is there.
+const MAX_ASKS: u32 = 3;
+
 /// How long a request waits for requests in flight to settle when they hold the rest of
 /// its budget; then it is refused.
 const BUSY_WAIT: Duration = Duration::from_secs(30);
@@ -205,15 +208,17 @@ async fn reserve(
     min: u64,
 ) -> Reserved {
     let deadline = Instant::now() + BUSY_WAIT;
-    let mut may_ask = true;
+    let mut asks = 0;
     loop {
         let settled = state.ledger.settled.notified();
         tokio::pin!(settled);
         // Registered before looking, so a settlement in between is not missed.
         settled.as_mut().enable();
-        match state.ledger.reserve(rule, key, want, min, may_ask) {
+        match state.ledger.reserve(rule, key, want, min, asks < MAX_ASKS) {
             Reserved::AskFirst => {
-                may_ask = false;
+                // Concurrent requests share an ask; one may find the answer taken by the
+                // others and ask again, a few times at most.
+                asks += 1;
                 // Wait for the answer to this account's ask: other accounts' grants wake
                 // the waiters too.
                 let until = Instant::now() + GRANT_WAIT;

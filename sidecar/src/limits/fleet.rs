@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use modelroute_proto::v1::{
     AccountKey as WireKey, AccountUsage, Grants, SidecarMessage, Usage, sidecar_message,
@@ -17,6 +18,10 @@ use tracing::{debug, warn};
 use super::Limits;
 use super::ledger::{Account, AccountKey};
 use super::policy::LimitId;
+
+/// Allowance of an account no request used for this long goes back to the leader, so
+/// it can be granted to sidecars that need it.
+const IDLE_GIVE_BACK: Duration = Duration::from_secs(10);
 
 /// Unacknowledged reports kept at most (an hour of one report a second); past it the
 /// oldest are dropped with a warning rather than growing without bound.
@@ -29,7 +34,8 @@ pub struct Reporter {
     next_seq: u64,
     /// Sent, not yet durable at the leader: re-sent after a reconnect.
     unacked: VecDeque<Usage>,
-    /// The highest `Grants.answers_seq` applied on the current stream.
+    /// The highest `Grants.answers_seq` applied by this process (across streams: a new
+    /// leader reads it to tell grants on the wire from give-backs).
     answers_applied: u64,
 }
 
@@ -54,7 +60,6 @@ impl Reporter {
     /// A new stream is up: what to send first — every unacknowledged report again, then
     /// every key this sidecar holds allowance for (so a new leader learns what is held).
     pub fn on_connect(&mut self, limits: &Limits) -> Vec<SidecarMessage> {
-        self.answers_applied = 0;
         limits.set_unreachable(false);
         // An ask on the old stream will not be answered on this one.
         limits
@@ -76,10 +81,31 @@ impl Reporter {
         let now = std::time::SystemTime::now();
         let accounts = limits.ledger.with_accounts(|accounts| {
             let mut out = Vec::new();
+            let now_mono = tokio::time::Instant::now();
             for (key, account) in accounts.iter_mut() {
+                // Idle (or of a past window): give the allowance back.
+                let idle = account
+                    .last_used
+                    .is_none_or(|t| now_mono.saturating_duration_since(t) >= IDLE_GIVE_BACK);
+                let give_back = account.held > 0
+                    && account.reserved == 0
+                    && (idle || account.release || !key.window.contains(now));
+                if give_back {
+                    account.held = 0;
+                    account.last_grant = 0;
+                }
+                account.release = false;
                 let want = wanted(account, account.unreported);
+                // What the largest waiting request lacks: the leader grants at least that.
+                let free = account.held.saturating_sub(account.reserved);
+                let need = if want > 0 {
+                    account.need.saturating_sub(free)
+                } else {
+                    0
+                };
                 let current = key.window.contains(now);
-                if account.unreported == 0 && want == 0 && !(full && account.held > 0) {
+                if account.unreported == 0 && want == 0 && !give_back && !(full && account.held > 0)
+                {
                     continue;
                 }
                 out.push(AccountUsage {
@@ -87,6 +113,7 @@ impl Reporter {
                     spent_nano_usd: std::mem::take(&mut account.unreported),
                     held_nano_usd: account.held,
                     want_nano_usd: if current { want } else { 0 },
+                    need_nano_usd: if current { need } else { 0 },
                 });
                 if want > 0 {
                     account.asked = true;
@@ -386,5 +413,23 @@ mod tests {
         let now = tokio::time::Instant::now();
         let (headers, _) = limits.rates.take(&rate, String::new(), 0, now).unwrap();
         assert_eq!(headers.requests.unwrap().limit, 5, "this sidecar's share");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_allowance_goes_back_to_the_leader() {
+        let limits = Limits::new(Mode::Fleet, "pod-a".into(), None);
+        let mut reporter = Reporter::new();
+        let rule = rule();
+        let key = Ledger::key(&rule, String::new(), SystemTime::now());
+        reporter.on_grants(&limits, grant(&key, 1000, 1, 0));
+        limits.ledger.reserve(&rule, &key, 100, 1, false);
+        limits.ledger.settle(&rule, &key, 100, 100);
+        let report = usage(reporter.report(&limits, false).unwrap());
+        assert_eq!(report.accounts[0].held_nano_usd, 900, "in use: kept");
+        tokio::time::advance(IDLE_GIVE_BACK).await;
+        let report = usage(reporter.report(&limits, false).unwrap());
+        assert_eq!(report.accounts[0].held_nano_usd, 0, "idle: given back");
+        assert_eq!(limits.ledger.accounts()[0].1.held, 0);
+        assert!(reporter.report(&limits, false).is_none(), "said once");
     }
 }

@@ -109,6 +109,13 @@ pub struct Account {
     /// Fleet: the size of the last grant (asking for more starts below half of it).
     #[serde(skip)]
     pub last_grant: u64,
+    /// When a request last reserved on this account.
+    #[serde(skip)]
+    pub last_used: Option<tokio::time::Instant>,
+    /// Fleet: a request was refused while this sidecar held a remainder too small for it:
+    /// give it back, so the leader can put the fleet's remainders together.
+    #[serde(skip)]
+    pub release: bool,
 }
 
 /// A threshold crossed by a settlement, to announce once.
@@ -188,6 +195,7 @@ impl Ledger {
         let mut accounts = self.lock();
         let account = accounts.entry(key.clone()).or_default();
         account.limit = rule.amount;
+        account.last_used = Some(tokio::time::Instant::now());
         let mut available = self.available(account);
         if self.mode == Mode::Fleet && available < want && unreachable && !account.exhausted {
             available += rule.loss_cap.saturating_sub(account.beyond_allowance);
@@ -208,6 +216,9 @@ impl Ledger {
         }
         if account.reserved > 0 && available + account.reserved >= min.max(1) {
             return Reserved::Busy;
+        }
+        if self.mode == Mode::Fleet && account.held > 0 && account.reserved == 0 {
+            account.release = true;
         }
         Reserved::Exhausted
     }

@@ -19,8 +19,8 @@ fn grants_shrink_as_the_budget_runs_out_and_never_exceed_it() {
 #[test]
 fn reports_move_held_allowance_to_spent() {
     let mut account = Account::new(1000, 100, 0);
-    assert_eq!(account.grant("a", u64::MAX, 2, 1), 225); // (1000-100)/4
-    assert_eq!(account.grant("b", u64::MAX, 2, 1), 168); // 675/4
+    assert_eq!(account.grant("a", u64::MAX, 0, 2, 1), 225); // (1000-100)/4
+    assert_eq!(account.grant("b", u64::MAX, 0, 2, 1), 168); // 675/4
     assert_eq!(account.unallocated(), 1000 - 100 - 225 - 168);
     account.report("a", 200, 25, true, at(0));
     assert_eq!((account.spent(), account.holds("a")), (300, 25));
@@ -38,10 +38,22 @@ fn reports_move_held_allowance_to_spent() {
 #[test]
 fn want_caps_a_grant_but_not_below_the_floor() {
     let mut account = Account::new(1_000_000, 0, 0);
-    assert_eq!(account.grant("a", 0, 1, 10), 0, "no want, no grant");
-    assert_eq!(account.grant("a", 50, 1, 10), 50);
-    assert_eq!(account.grant("a", 3, 1, 10), 10, "the floor");
+    assert_eq!(account.grant("a", 0, 0, 1, 10), 0, "no want, no grant");
+    assert_eq!(account.grant("a", 50, 0, 1, 10), 50);
+    assert_eq!(account.grant("a", 3, 0, 1, 10), 10, "the floor");
     assert_eq!(account.holds("a"), 60);
+}
+
+#[test]
+fn a_waiting_request_gets_what_it_needs_even_above_a_fair_share() {
+    let mut account = Account::new(1000, 0, 0);
+    // Five busy sidecars: a fair share of 1000 is 100.
+    assert_eq!(account.grant("a", 500, 0, 5, 1), 100);
+    // One request needs 300: granted, since that much is unallocated.
+    assert_eq!(account.grant("b", 500, 300, 5, 1), 300);
+    // Need is capped by what is left.
+    assert_eq!(account.grant("c", 0, 900, 5, 1), 600);
+    assert_eq!(account.unallocated(), 0);
 }
 
 #[test]
@@ -115,7 +127,7 @@ fn thresholds_are_crossed_once() {
 #[test]
 fn exhaustion_lifts_for_those_told_once_something_is_left() {
     let mut account = Account::new(100, 0, 0);
-    assert_eq!(account.grant("a", u64::MAX, 1, 100), 100);
+    assert_eq!(account.grant("a", u64::MAX, 0, 1, 100), 100);
     account.told_exhausted("b");
     assert_eq!(account.lift_exhaustion(), Vec::<String>::new(), "all held");
     account.report("a", 10, 40, true, at(0)); // spent 10, gives 50 back
@@ -146,7 +158,8 @@ fn the_invariant_holds_under_random_traffic() {
                     } else {
                         rng.u64(0..limit)
                     };
-                    let got = account.grant(s, want, rng.u32(1..6), rng.u64(0..1000));
+                    let need = if rng.bool() { rng.u64(0..limit) } else { 0 };
+                    let got = account.grant(s, want, need, rng.u32(1..6), rng.u64(0..1000));
                     *local.entry(s).or_default() += got;
                 }
                 1 => {

@@ -96,6 +96,7 @@ fn usage(
                 spent_nano_usd: *spent,
                 held_nano_usd: *held,
                 want_nano_usd: *want,
+                need_nano_usd: 0,
             })
             .collect(),
         // It applied every earlier answer before writing this one.

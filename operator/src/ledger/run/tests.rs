@@ -90,6 +90,7 @@ async fn a_leader_restores_persists_and_acknowledges_then_forgets_when_it_steps_
             spent_nano_usd: 5,
             held_nano_usd: 0,
             want_nano_usd: 0,
+            need_nano_usd: 0,
         }],
         answers_applied: 0,
     };
