@@ -414,3 +414,31 @@ async fn a_rate_limit_holds_across_the_fleet() {
     let refill = (started.elapsed().as_secs_f64() / 6.0).ceil() as u64 * 3;
     assert!(served >= 27 && served <= 30 + refill, "{served} served");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_operator_sidecars_spend_what_they_hold_then_follow_on_control_plane_loss() {
+    let mut fleet = Fleet::start(
+        "  budgets:\n    - {name: monthly, amountUsd: 10, window: monthly}\n  onControlPlaneLoss: {mode: failOpen, capUsd: \"0.05\"}",
+    )
+    .await;
+    // Allowance for each sidecar, then the operator goes away for good.
+    for s in &fleet.sidecars {
+        assert_eq!(ask(s, None).await.status, 200);
+    }
+    let held = {
+        let s = status(&fleet.op).await;
+        nano(
+            s["modelRoutes"][0]["budgets"][0]["heldUsd"]
+                .as_str()
+                .unwrap(),
+        )
+    };
+    fleet.op.guard.kill();
+    // Each sidecar serves its allowance, then at most the $0.05 cap beyond it, then refuses.
+    let (served, cost) = drain(&fleet, 1, None).await;
+    assert!(served >= 3, "{served}");
+    assert!(
+        cost <= held + 3 * 50_000_000,
+        "spent {cost} with {held} held and a cap of $0.05 a sidecar"
+    );
+}

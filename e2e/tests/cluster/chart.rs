@@ -855,8 +855,7 @@ async fn apps_get_injected(
     let want = Expected {
         port: 4100,
         admin_port: 4101,
-        // A bare level is made to apply to the sidecar's own logs only.
-        log: "modelroute_sidecar=debug,info",
+        log: "debug",
         limits: json!({"memory": "256Mi"}),
         sdk_env: &["OPENAI_BASE_URL"],
         ..Expected::chart_defaults()
