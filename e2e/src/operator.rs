@@ -130,6 +130,49 @@ impl OperatorFiles {
     }
 }
 
+/// A real sidecar process of pod `shop/POD` taking its config from an operator.
+#[derive(Debug)]
+pub struct SidecarProcess {
+    pub guard: ChildGuard,
+    /// The proxy's address.
+    pub proxy: SocketAddr,
+}
+
+// === impl SidecarProcess ===
+
+impl SidecarProcess {
+    /// Starts `bin` against `op`, showing `token`, with `extra` flags.
+    pub fn start(
+        bin: &Path,
+        files: &OperatorFiles,
+        op: &Operator,
+        pod: &str,
+        token: &Path,
+        extra: &[&std::ffi::OsStr],
+    ) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(bin);
+        cmd.arg("--operator")
+            .arg(format!("https://localhost:{}", op.grpc.port()))
+            .arg("--operator-ca")
+            .arg(files.ca_file())
+            .arg("--token-file")
+            .arg(token)
+            .args(["--pod-namespace", "shop", "--pod-name", pod])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--drain-timeout", "1s", "--log", "info"])
+            .args(extra)
+            .env_remove("RUST_LOG");
+        let (guard, line) = ChildGuard::spawn(
+            "modelroute-sidecar",
+            cmd,
+            "modelroute sidecar listening",
+            Duration::from_secs(20),
+        )?;
+        let proxy = field(&line, "proxy=").context("no proxy= in the sidecar's listening line")?;
+        Ok(Self { guard, proxy })
+    }
+}
+
 /// A sidecar's side of the discovery stream, without the proxy: for the push benchmark.
 #[derive(Debug)]
 pub struct SimulatedSidecar {

@@ -11,13 +11,10 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use modelroute_e2e::binaries::{self, Profile};
-use modelroute_e2e::operator::{Operator, OperatorFiles};
-use modelroute_e2e::process::ChildGuard;
-use modelroute_e2e::sidecar::field;
+use modelroute_e2e::operator::{Operator, OperatorFiles, SidecarProcess};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -59,10 +56,7 @@ struct Fleet {
     sidecars: Vec<Sidecar>,
 }
 
-struct Sidecar {
-    _guard: ChildGuard,
-    proxy: SocketAddr,
-}
+type Sidecar = SidecarProcess;
 
 struct Answer {
     status: u16,
@@ -156,28 +150,7 @@ fn start_operator(files: &OperatorFiles, bin: &Path, ledger: &Path, grpc: Socket
 }
 
 fn start_sidecar(bin: &Path, files: &OperatorFiles, op: &Operator, pod: &str) -> Sidecar {
-    let mut cmd = Command::new(bin);
-    cmd.arg("--operator")
-        .arg(format!("https://localhost:{}", op.grpc.port()))
-        .arg("--operator-ca")
-        .arg(files.ca_file())
-        .arg("--token-file")
-        .arg(files.token_file())
-        .args(["--pod-namespace", "shop", "--pod-name", pod])
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(["--drain-timeout", "1s", "--log", "info"])
-        .env_remove("RUST_LOG");
-    let (guard, line) = ChildGuard::spawn(
-        "modelroute-sidecar",
-        cmd,
-        "modelroute sidecar listening",
-        Duration::from_secs(20),
-    )
-    .unwrap();
-    Sidecar {
-        _guard: guard,
-        proxy: field(&line, "proxy=").unwrap(),
-    }
+    SidecarProcess::start(bin, files, op, pod, &files.token_file(), &[]).unwrap()
 }
 
 /// A minimal HTTP/1.1 exchange.

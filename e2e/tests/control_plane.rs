@@ -9,13 +9,10 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use modelroute_e2e::binaries::{self, Profile};
-use modelroute_e2e::operator::{Operator, OperatorFiles};
-use modelroute_e2e::process::ChildGuard;
-use modelroute_e2e::sidecar::field;
+use modelroute_e2e::operator::{Operator, OperatorFiles, SidecarProcess};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -42,16 +39,10 @@ spec:
     )
 }
 
-struct SidecarProcess {
-    guard: ChildGuard,
-    proxy: SocketAddr,
-}
-
 fn start_sidecar(bin: &Path, files: &OperatorFiles, op: &Operator, pod: &str) -> SidecarProcess {
     start_sidecar_with(bin, files, op, pod, &files.token_file(), &[])
 }
 
-/// A sidecar of pod `shop/POD` taking its config from `op`, with `token` and `extra` flags.
 fn start_sidecar_with(
     bin: &Path,
     files: &OperatorFiles,
@@ -60,29 +51,7 @@ fn start_sidecar_with(
     token: &Path,
     extra: &[&std::ffi::OsStr],
 ) -> SidecarProcess {
-    let mut cmd = Command::new(bin);
-    cmd.arg("--operator")
-        .arg(format!("https://localhost:{}", op.grpc.port()))
-        .arg("--operator-ca")
-        .arg(files.ca_file())
-        .arg("--token-file")
-        .arg(token)
-        .args(["--pod-namespace", "shop", "--pod-name", pod])
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(["--drain-timeout", "1s", "--log", "info"])
-        .args(extra)
-        .env_remove("RUST_LOG");
-    let (guard, line) = ChildGuard::spawn(
-        "modelroute-sidecar",
-        cmd,
-        "modelroute sidecar listening",
-        Duration::from_secs(20),
-    )
-    .unwrap();
-    SidecarProcess {
-        guard,
-        proxy: field(&line, "proxy=").unwrap(),
-    }
+    SidecarProcess::start(bin, files, op, pod, token, extra).unwrap()
 }
 
 /// A minimal HTTP/1.1 exchange; returns status and body.
