@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::Admission;
 use super::rate::{RateHeaders, Remaining};
@@ -55,27 +55,35 @@ pub fn refused(headers: &mut HeaderMap, err: &ProxyError) {
 }
 
 fn ratelimit(headers: &mut HeaderMap, rate: &RateHeaders) {
-    let mut put = |what: &str, r: &Remaining| {
-        let name = |part: &str| format!("x-ratelimit-{part}-{what}");
-        let pairs = [
-            (name("limit"), r.limit.to_string()),
-            (name("remaining"), r.remaining.to_string()),
-            (name("reset"), openai_duration(r.reset)),
-        ];
-        for (name, value) in pairs {
-            if let (Ok(n), Ok(v)) = (
-                http::HeaderName::try_from(name),
-                HeaderValue::try_from(value),
-            ) {
-                headers.insert(n, v);
-            }
+    // (limit, remaining, reset) header names per kind, OpenAI's spelling.
+    const REQUESTS: [&str; 3] = [
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+    ];
+    const TOKENS: [&str; 3] = [
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    ];
+    let mut put = |names: [&'static str; 3], r: &Remaining| {
+        headers.insert(
+            HeaderName::from_static(names[0]),
+            HeaderValue::from(r.limit),
+        );
+        headers.insert(
+            HeaderName::from_static(names[1]),
+            HeaderValue::from(r.remaining),
+        );
+        if let Ok(v) = HeaderValue::try_from(openai_duration(r.reset)) {
+            headers.insert(HeaderName::from_static(names[2]), v);
         }
     };
     if let Some(r) = &rate.requests {
-        put("requests", r);
+        put(REQUESTS, r);
     }
     if let Some(r) = &rate.tokens {
-        put("tokens", r);
+        put(TOKENS, r);
     }
 }
 
