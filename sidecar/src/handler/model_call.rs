@@ -104,17 +104,16 @@ pub async fn handle(
             );
             // Without usage from the provider, the whole answer bounds what was generated.
             let generated = || crate::cost::estimate_tokens(&String::from_utf8_lossy(body));
-            let mut extra = HeaderMap::new();
-            if let Some(a) = &admission {
-                limits::headers::admitted(&mut extra, a);
-            }
+            let admitted = admission.as_ref().map(limits::headers::Admitted::of);
             let served = (&*answer.target, &request);
             let cost = settle(app, &route, admission, served, usage, generated);
-            if let Some(cost) = cost {
-                limits::headers::cost(&mut extra, cost);
-            }
             let mut resp = respond(answer);
-            resp.headers_mut().extend(extra);
+            if let Some(a) = admitted {
+                a.write(resp.headers_mut());
+            }
+            if let Some(cost) = cost {
+                limits::headers::cost(resp.headers_mut(), cost);
+            }
             resp
         }
         Err(e) => {

@@ -129,14 +129,14 @@ pub async fn admit(
     for rule in &route_limits.rates {
         let scope = rule.scope.value(&scope_input);
         let tokens = facts.input_tokens.saturating_add(output);
-        match state.rates.take(rule, scope.clone(), tokens, now) {
+        match state.rates.take(rule, scope, tokens, now) {
             Ok((headers, taken)) => {
                 admission.rate_headers.get_or_insert(headers);
                 admission.tokens.extend(taken);
             }
             Err(limited) => {
                 metrics.rate_limited(alias, &limited.id.name, limited.what);
-                return Err(rate_limited(limited, &scope));
+                return Err(rate_limited(limited, &rule.scope.value(&scope_input)));
             }
         }
     }
@@ -207,6 +207,11 @@ async fn reserve(
     want: u64,
     min: u64,
 ) -> Reserved {
+    // The common case: there is enough, nothing to wait for.
+    match state.ledger.reserve(rule, key, want, min, true) {
+        Reserved::AskFirst | Reserved::Busy => {}
+        done => return done,
+    }
     let deadline = Instant::now() + BUSY_WAIT;
     let mut asks = 0;
     loop {

@@ -1,6 +1,7 @@
 //! The response headers of limits: `x-ratelimit-*` the way OpenAI sends them, and what
 //! modelroute adds (`x-modelroute-max-tokens-clamped`, `x-modelroute-cost-usd`).
 
+use std::io::{Cursor, Write as _};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -10,27 +11,60 @@ use super::rate::{RateHeaders, Remaining};
 use crate::cost::Cost;
 use crate::error::ProxyError;
 
-/// Adds what admission decided: the rate-limit headers and a clamped `max_tokens`.
-pub fn admitted(headers: &mut HeaderMap, admission: &Admission) {
-    if let Some(rate) = &admission.rate_headers {
-        ratelimit(headers, rate);
+/// What admission decided that the response tells the client: the rate-limit headers and
+/// a clamped `max_tokens`. Copied out of the [`Admission`] so the headers can be written
+/// straight into the response after the admission is settled.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Admitted {
+    rate: Option<RateHeaders>,
+    clamped: Option<u64>,
+}
+
+impl Admitted {
+    pub fn of(admission: &Admission) -> Self {
+        Self {
+            rate: admission.rate_headers,
+            clamped: admission.clamped,
+        }
     }
-    if let Some(n) = admission.clamped {
-        headers.insert("x-modelroute-max-tokens-clamped", HeaderValue::from(n));
+
+    /// Writes the headers (over the upstream's own `x-ratelimit-*`, if any).
+    pub fn write(self, headers: &mut HeaderMap) {
+        if let Some(rate) = &self.rate {
+            ratelimit(headers, rate);
+        }
+        if let Some(n) = self.clamped {
+            headers.insert(MAX_TOKENS_CLAMPED, HeaderValue::from(n));
+        }
     }
 }
+
+const MAX_TOKENS_CLAMPED: HeaderName = HeaderName::from_static("x-modelroute-max-tokens-clamped");
+const COST_USD: HeaderName = HeaderName::from_static("x-modelroute-cost-usd");
+const COST_ESTIMATED: HeaderName = HeaderName::from_static("x-modelroute-cost-estimated");
+const BUDGET_RESET: HeaderName = HeaderName::from_static("x-modelroute-budget-reset");
+
+/// (limit, remaining, reset) header names per kind, OpenAI's spelling.
+const REQUESTS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+const TOKENS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
 
 /// `x-modelroute-cost-usd` (and `x-modelroute-cost-estimated: true` when the provider
 /// reported no usage).
 pub fn cost(headers: &mut HeaderMap, cost: Cost) {
-    if let Ok(v) = HeaderValue::from_str(&usd(cost.nano_usd)) {
-        headers.insert("x-modelroute-cost-usd", v);
+    let mut buf = [0u8; USD_LEN];
+    if let Ok(v) = HeaderValue::from_bytes(write_usd(cost.nano_usd, &mut buf)) {
+        headers.insert(COST_USD, v);
     }
     if cost.estimated {
-        headers.insert(
-            "x-modelroute-cost-estimated",
-            HeaderValue::from_static("true"),
-        );
+        headers.insert(COST_ESTIMATED, HeaderValue::from_static("true"));
     }
 }
 
@@ -47,7 +81,7 @@ pub fn refused(headers: &mut HeaderMap, err: &ProxyError) {
         }
         ProxyError::BudgetExceeded(refusal) => {
             if let Ok(v) = HeaderValue::from_str(&refusal.resets_at) {
-                headers.insert("x-modelroute-budget-reset", v);
+                headers.insert(BUDGET_RESET, v);
             }
         }
         _ => {}
@@ -55,28 +89,13 @@ pub fn refused(headers: &mut HeaderMap, err: &ProxyError) {
 }
 
 fn ratelimit(headers: &mut HeaderMap, rate: &RateHeaders) {
-    // (limit, remaining, reset) header names per kind, OpenAI's spelling.
-    const REQUESTS: [&str; 3] = [
-        "x-ratelimit-limit-requests",
-        "x-ratelimit-remaining-requests",
-        "x-ratelimit-reset-requests",
-    ];
-    const TOKENS: [&str; 3] = [
-        "x-ratelimit-limit-tokens",
-        "x-ratelimit-remaining-tokens",
-        "x-ratelimit-reset-tokens",
-    ];
-    let mut put = |names: [&'static str; 3], r: &Remaining| {
-        headers.insert(
-            HeaderName::from_static(names[0]),
-            HeaderValue::from(r.limit),
-        );
-        headers.insert(
-            HeaderName::from_static(names[1]),
-            HeaderValue::from(r.remaining),
-        );
-        if let Ok(v) = HeaderValue::try_from(openai_duration(r.reset)) {
-            headers.insert(HeaderName::from_static(names[2]), v);
+    headers.reserve(6);
+    let mut put = |[limit, remaining, reset]: [HeaderName; 3], r: &Remaining| {
+        headers.insert(limit, HeaderValue::from(r.limit));
+        headers.insert(remaining, HeaderValue::from(r.remaining));
+        let mut buf = [0u8; DURATION_LEN];
+        if let Ok(v) = HeaderValue::from_bytes(write_openai_duration(r.reset, &mut buf)) {
+            headers.insert(reset, v);
         }
     };
     if let Some(r) = &rate.requests {
@@ -87,27 +106,63 @@ fn ratelimit(headers: &mut HeaderMap, rate: &RateHeaders) {
     }
 }
 
+/// Room for any [`write_openai_duration`]: at most 16 digits of hours and `59m59s`.
+const DURATION_LEN: usize = 48;
+
+/// Room for any [`write_usd`]: 11 integer digits, the point, 9 decimals.
+const USD_LEN: usize = 24;
+
 /// A duration as OpenAI writes `x-ratelimit-reset-*`: `17ms`, `1s`, `6m0s`, `1h2m3s`
 /// (Go's format, rounded up to the millisecond below a second, to the second above).
 pub fn openai_duration(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
+    let mut buf = [0u8; DURATION_LEN];
+    String::from_utf8_lossy(write_openai_duration(d, &mut buf)).into_owned()
+}
+
+/// [`openai_duration`] into `buf`, without allocating (it runs on every rate-limited
+/// response).
+fn write_openai_duration(d: Duration, buf: &mut [u8; DURATION_LEN]) -> &[u8] {
+    let mut out = Cursor::new(&mut buf[..]);
+    // Writing into a buffer of the right size cannot fail.
+    let _ = if d < Duration::from_secs(1) {
         let ms = d.as_millis() + u128::from(!d.as_nanos().is_multiple_of(1_000_000));
-        return format!("{ms}ms");
-    }
-    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, _) => format!("{m}m{s}s"),
-        _ => format!("{h}h{m}m{s}s"),
-    }
+        write!(out, "{ms}ms")
+    } else {
+        let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+        let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+        match (h, m) {
+            (0, 0) => write!(out, "{s}s"),
+            (0, _) => write!(out, "{m}m{s}s"),
+            _ => write!(out, "{h}h{m}m{s}s"),
+        }
+    };
+    written(out)
 }
 
 /// nano-USD as a decimal USD string with nine places trimmed: `0.000123`.
 pub fn usd(nano: u64) -> String {
-    let text = format!("{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000);
-    let trimmed = text.trim_end_matches('0');
-    trimmed.strip_suffix('.').unwrap_or(trimmed).to_string()
+    let mut buf = [0u8; USD_LEN];
+    String::from_utf8_lossy(write_usd(nano, &mut buf)).into_owned()
+}
+
+/// [`usd`] into `buf`, without allocating.
+fn write_usd(nano: u64, buf: &mut [u8; USD_LEN]) -> &[u8] {
+    let mut out = Cursor::new(&mut buf[..]);
+    let _ = write!(out, "{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000);
+    let text = written(out);
+    let mut end = text.len();
+    while text[end - 1] == b'0' {
+        end -= 1;
+    }
+    if text[end - 1] == b'.' {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+fn written(out: Cursor<&mut [u8]>) -> &[u8] {
+    let len = usize::try_from(out.position()).unwrap_or(0);
+    &out.into_inner()[..len]
 }
 
 #[cfg(test)]

@@ -11,13 +11,13 @@
 //! All amounts are nano-USD. One mutex guards every account: the critical sections are a
 //! few integer operations, never held across an await.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use modelroute_crds::WindowId;
 use serde::Serialize;
 
+use super::FastMap;
 use super::policy::{BudgetRule, LimitId};
 
 /// One budget account: a budget, a scope value, a window.
@@ -26,6 +26,13 @@ pub struct AccountKey {
     pub budget: Arc<LimitId>,
     pub scope: String,
     pub window: WindowId,
+}
+
+/// Cloned only when a request opens a new account.
+impl From<&AccountKey> for AccountKey {
+    fn from(key: &AccountKey) -> Self {
+        key.clone()
+    }
 }
 
 /// Where the allowance comes from.
@@ -70,7 +77,7 @@ pub enum Awaiting {
 #[derive(Debug)]
 pub struct Ledger {
     mode: Mode,
-    accounts: Mutex<HashMap<AccountKey, Account>>,
+    accounts: Mutex<FastMap<AccountKey, Account>>,
     /// Woken by every settlement, for requests waiting on a busy account.
     pub settled: tokio::sync::Notify,
     /// Fleet: the operator cannot be reached now (the loss cap applies).
@@ -131,7 +138,7 @@ impl Ledger {
     pub fn new(mode: Mode) -> Self {
         Self {
             mode,
-            accounts: Mutex::new(HashMap::new()),
+            accounts: Mutex::new(FastMap::default()),
             settled: tokio::sync::Notify::new(),
             // Until the first session is up, nothing can be asked for.
             unreachable: std::sync::atomic::AtomicBool::new(mode == Mode::Fleet),
@@ -193,7 +200,7 @@ impl Ledger {
     ) -> Reserved {
         let unreachable = self.unreachable();
         let mut accounts = self.lock();
-        let account = accounts.entry(key.clone()).or_default();
+        let account = accounts.entry_ref(key).or_default();
         account.limit = rule.amount;
         account.last_used = Some(tokio::time::Instant::now());
         let mut available = self.available(account);
@@ -248,7 +255,7 @@ impl Ledger {
         cost: u64,
     ) -> Option<Crossed> {
         let mut accounts = self.lock();
-        let account = accounts.entry(key.clone()).or_default();
+        let account = accounts.entry_ref(key).or_default();
         account.limit = rule.amount;
         account.reserved = account.reserved.saturating_sub(reserved);
         account.spent = account.spent.saturating_add(cost);
@@ -300,7 +307,7 @@ impl Ledger {
     }
 
     /// Runs `f` on every account under the lock (the fleet reporter's read-and-reset).
-    pub fn with_accounts<R>(&self, f: impl FnOnce(&mut HashMap<AccountKey, Account>) -> R) -> R {
+    pub fn with_accounts<R>(&self, f: impl FnOnce(&mut FastMap<AccountKey, Account>) -> R) -> R {
         f(&mut self.lock())
     }
 
@@ -312,7 +319,7 @@ impl Ledger {
         spendable.saturating_sub(account.reserved)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<AccountKey, Account>> {
+    fn lock(&self) -> MutexGuard<'_, FastMap<AccountKey, Account>> {
         self.accounts.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -4,12 +4,12 @@
 //! Under the operator each sidecar enforces its share of a fleet-wide limit
 //! ([`RateBook::set_shares`]); standalone it enforces the whole limit.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::FastMap;
 use super::bucket::TokenBucket;
 use super::policy::{LimitId, RateRule};
 
@@ -21,9 +21,23 @@ pub struct RateBook {
 
 #[derive(Debug, Default)]
 struct State {
-    buckets: HashMap<(Arc<LimitId>, String), Buckets>,
+    buckets: FastMap<BucketKey, Buckets>,
     /// This sidecar's share per limit (requests, tokens per minute), from the operator.
-    shares: HashMap<LimitId, (u64, u64)>,
+    shares: FastMap<LimitId, (u64, u64)>,
+}
+
+/// A rate limit and a scope value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct BucketKey {
+    limit: Arc<LimitId>,
+    scope: String,
+}
+
+/// Cloned only when a new scope value gets its buckets.
+impl From<&BucketKey> for BucketKey {
+    fn from(key: &BucketKey) -> Self {
+        key.clone()
+    }
 }
 
 #[derive(Debug)]
@@ -46,7 +60,7 @@ pub struct Limited {
 }
 
 /// The `x-ratelimit-*` values of one limit after a request, as OpenAI sends them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RateHeaders {
     pub requests: Option<Remaining>,
     pub tokens: Option<Remaining>,
@@ -62,7 +76,7 @@ pub struct Remaining {
 /// Tokens taken from one bucket, to settle when the real count is known.
 #[derive(Clone, Debug)]
 pub struct TokensTaken {
-    key: (Arc<LimitId>, String),
+    key: BucketKey,
     taken: u64,
 }
 
@@ -85,10 +99,13 @@ impl RateBook {
     ) -> Result<(RateHeaders, Option<TokensTaken>), Limited> {
         let mut state = self.lock();
         let rates = state.rates(rule);
-        let key = (rule.id.clone(), scope);
+        let key = BucketKey {
+            limit: rule.id.clone(),
+            scope,
+        };
         let buckets = state
             .buckets
-            .entry(key.clone())
+            .entry_ref(&key)
             .and_modify(|b| {
                 if b.rates != rates {
                     *b = Buckets::new(rates, now);
@@ -166,7 +183,7 @@ impl State {
             rule.requests_per_minute.map_or(0, u64::from),
             rule.tokens_per_minute.map_or(0, u64::from),
         );
-        match self.shares.get(&rule.id) {
+        match self.shares.get(&*rule.id) {
             Some(&(r, t)) => (
                 if whole.0 > 0 { r.max(1) } else { 0 },
                 if whole.1 > 0 { t.max(1) } else { 0 },

@@ -48,7 +48,11 @@ struct Started {
 enum Client {
     /// Nothing sent yet: the handler waits for the response head (which gets the extra
     /// headers: rate limits, a clamped `max_tokens`).
-    Waiting(oneshot::Sender<Response<ProxyBody>>, Dialect, HeaderMap),
+    Waiting(
+        oneshot::Sender<Response<ProxyBody>>,
+        Dialect,
+        limits::headers::Admitted,
+    ),
     /// Head sent; events go through the body channel.
     Streaming(mpsc::Sender<Bytes>, Dialect),
     /// The client went away.
@@ -103,10 +107,10 @@ pub async fn serve(
     admission: Option<Admission>,
 ) -> Response<ProxyBody> {
     let (respond, head) = oneshot::channel();
-    let mut extra = HeaderMap::new();
-    if let Some(a) = &admission {
-        limits::headers::admitted(&mut extra, a);
-    }
+    let extra = admission
+        .as_ref()
+        .map(limits::headers::Admitted::of)
+        .unwrap_or_default();
     let task = run(
         app.clone(),
         route,
@@ -134,7 +138,7 @@ async fn run(
     app: Arc<App>,
     route: Arc<Route>,
     request: ModelRequest,
-    (headers, extra): (HeaderMap, HeaderMap),
+    (headers, extra): (HeaderMap, limits::headers::Admitted),
     exchange: Exchange,
     started: Instant,
     respond: oneshot::Sender<Response<ProxyBody>>,
@@ -595,7 +599,7 @@ impl Client {
         if let Some((target, attempts)) = target {
             decision_headers(h, &target.label, attempts);
         }
-        h.extend(extra);
+        extra.write(h);
         if respond.send(resp).is_ok() {
             *self = Client::Streaming(tx, dialect);
         }
