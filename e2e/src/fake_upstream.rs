@@ -90,6 +90,16 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// The `x-ratelimit-*` headers of an OpenAI answer (tier-1 `gpt-4o-mini` limits).
+const OPENAI_RATE_HEADERS: [(&str, &str); 6] = [
+    ("x-ratelimit-limit-requests", "500"),
+    ("x-ratelimit-limit-tokens", "200000"),
+    ("x-ratelimit-remaining-requests", "499"),
+    ("x-ratelimit-remaining-tokens", "199975"),
+    ("x-ratelimit-reset-requests", "120ms"),
+    ("x-ratelimit-reset-tokens", "7ms"),
+];
+
 async fn handle(req: Request<Incoming>, shape: StreamShape) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path();
     if req.method() != Method::POST
@@ -107,10 +117,16 @@ async fn handle(req: Request<Incoming>, shape: StreamShape) -> Result<Response<B
     if !ask.stream {
         let mut resp =
             Response::new(Full::new(Bytes::from_static(COMPLETION.as_bytes())).boxed_unsync());
-        resp.headers_mut().insert(
+        let headers = resp.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        // OpenAI's answers carry its rate-limit headers: proxies pass them on (or, with
+        // their own limits, replace them), so a bench compares like with like.
+        for (name, value) in OPENAI_RATE_HEADERS {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
         return Ok(resp);
     }
     let usage = ask.stream_options.is_some_and(|o| o.include_usage);

@@ -4,12 +4,13 @@
 //! with the plain bench route, one with the same route under a budget (reservation and
 //! settlement on every request, cost from usage and price), a per-tenant budget and a
 //! rate limit with requests and tokens per minute (limits far above the load, so nothing
-//! is refused: the bookkeeping is what is measured). Closed-loop load at concurrency 1 and
-//! 64, the two sidecars alternating for several rounds so drift on a shared machine hits
-//! both; medians of the rounds are reported.
+//! is refused: the bookkeeping is what is measured). Open-loop load at 1000 req/s, then
+//! closed-loop at concurrency 1 and 64, the two sidecars alternating for several rounds so
+//! drift on a shared machine hits both; medians of the rounds are reported, with each
+//! sidecar's CPU time per request (from `/proc`).
 //!
 //! ```text
-//! cargo run --release -p modelroute-e2e --bin limits-bench -- [--rounds 5] [--seconds 5]
+//! cargo run --release -p modelroute-e2e --bin limits-bench -- [--rounds 5] [--seconds 5] [--limits all|budgets|rates]
 //! ```
 
 #![expect(
@@ -38,6 +39,37 @@ struct Cli {
     /// Seconds per run.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// What the limited sidecar enforces.
+    #[arg(long, value_enum, default_value_t = Enforced::All)]
+    limits: Enforced,
+}
+
+/// The limits of the `limited` sidecar: all of them, or one kind alone (to see what each
+/// costs).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Enforced {
+    /// Two budgets (route-wide monthly, per-`x-tenant` daily) and a rate limit.
+    All,
+    /// The two budgets.
+    Budgets,
+    /// The rate limit (requests and tokens per minute).
+    Rates,
+}
+
+impl Enforced {
+    /// The ModelRoute fields appended to the bench route. Every limit is far above the
+    /// load: nothing is refused, the bookkeeping is what is measured.
+    fn yaml(self) -> String {
+        const PRICING: &str =
+            "  pricing:\n    - {provider: fake, model: \"*\", input: 0.15, output: 0.6}\n";
+        const BUDGETS: &str = "  budgets:\n    - {name: monthly, amountUsd: 1000000, window: monthly, thresholds: [50, 80]}\n    - {name: per-tenant, amountUsd: 100000, window: daily, scope: header, header: x-tenant}\n";
+        const RATES: &str = "  rateLimits:\n    - {name: rpm, requestsPerMinute: 100000000, tokensPerMinute: 4000000000}\n";
+        match self {
+            Self::All => format!("{PRICING}{BUDGETS}{RATES}"),
+            Self::Budgets => format!("{PRICING}{BUDGETS}"),
+            Self::Rates => RATES.to_string(),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -46,12 +78,14 @@ enum Cmd {
     FakeUpstream(fake_upstream::Args),
 }
 
-/// One run's numbers: p50 and p99 latency (µs) and throughput (req/s).
+/// One run's numbers: p50 and p99 latency (µs), throughput (req/s) and the sidecar's CPU
+/// time per request (µs, from `/proc`: far steadier than latency on a shared machine).
 #[derive(Clone, Copy, Debug, Default)]
 struct Numbers {
     p50: f64,
     p99: f64,
     rps: f64,
+    cpu: f64,
 }
 
 fn main() -> ExitCode {
@@ -91,9 +125,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     let bin = tokio::task::spawn_blocking(move || sidecar::build(&workspace)).await??;
     let (_upstream, upstream) = start_upstream()?;
     let plain_config = sidecar::config(upstream);
-    let limited_config = format!(
-        "{plain_config}  pricing:\n    - {{provider: fake, model: \"*\", input: 0.15, output: 0.6}}\n  budgets:\n    - {{name: monthly, amountUsd: 1000000, window: monthly, thresholds: [50, 80]}}\n    - {{name: per-tenant, amountUsd: 100000, window: daily, scope: header, header: x-tenant}}\n  rateLimits:\n    - {{name: rpm, requestsPerMinute: 100000000, tokensPerMinute: 4000000000}}\n"
-    );
+    let limited_config = format!("{plain_config}{}", cli.limits.yaml());
     let mut plain = sidecar::start_with_config(&bin, &plain_config, Some(1))?;
     let mut limited = sidecar::start_with_config(&bin, &limited_config, Some(1))?;
     let targets = [
@@ -111,38 +143,75 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         anyhow::ensure!(stats.errors == 0, "{}: {:?}", t.name, stats.first_error);
     }
     let duration = Duration::from_secs(cli.seconds);
-    let mut runs: Vec<[Vec<Numbers>; 2]> = vec![[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
+    let pids = [plain.guard.pid(), limited.guard.pid()];
+    #[expect(clippy::cast_precision_loss, reason = "ticks per second is 100")]
+    let tick_hz = process::ticks_per_second() as f64;
+    let mut runs: Vec<[Vec<Numbers>; 2]> = LOADS.iter().map(|_| [Vec::new(), Vec::new()]).collect();
     for round in 0..cli.rounds {
-        for (c, conns) in [1usize, 64].into_iter().enumerate() {
+        for (l, load) in LOADS.iter().enumerate() {
             for (i, t) in targets.iter().enumerate() {
-                let stats = load::closed_loop(t, conns, None, Some(duration)).await?;
+                let pid = pids[i];
+                let before = process::cpu_ticks(pid).unwrap_or(0);
+                let stats = match *load {
+                    Load::Open(rate) => load::open_loop(t, rate, duration).await?,
+                    Load::Closed(conns) => {
+                        load::closed_loop(t, conns, None, Some(duration)).await?
+                    }
+                };
+                let ticks = process::cpu_ticks(pid).unwrap_or(0).saturating_sub(before);
                 anyhow::ensure!(stats.errors == 0, "{}: {:?}", t.name, stats.first_error);
+                #[expect(clippy::cast_precision_loss, reason = "a reported figure")]
+                let cpu = ticks as f64 * 1e6 / tick_hz / stats.ok.max(1) as f64;
                 let n = Numbers {
                     p50: stats.us(0.5),
                     p99: stats.us(0.99),
                     rps: stats.throughput(),
+                    cpu,
                 };
                 eprintln!(
-                    "limits-bench: round {round} c={conns} {}: p50 {:.1} µs, p99 {:.1} µs, {:.0} req/s",
-                    t.name, n.p50, n.p99, n.rps
+                    "limits-bench: round {round} {load} {}: p50 {:.1} µs, p99 {:.1} µs, {:.0} req/s, {:.1} µs CPU/request",
+                    t.name, n.p50, n.p99, n.rps, n.cpu
                 );
-                runs[c][i].push(n);
+                runs[l][i].push(n);
             }
         }
     }
     plain.guard.check_alive()?;
     limited.guard.check_alive()?;
-    println!("| concurrency | sidecar | p50 µs | p99 µs | req/s |\n|---|---|---|---|---|");
-    for (c, conns) in [1, 64].into_iter().enumerate() {
+    println!(
+        "| load | sidecar | p50 µs | p99 µs | req/s | CPU µs/request |\n|---|---|---|---|---|---|"
+    );
+    for (l, load) in LOADS.iter().enumerate() {
         for (i, t) in targets.iter().enumerate() {
-            let m = median(&runs[c][i]);
+            let m = median(&runs[l][i]);
             println!(
-                "| {conns} | {} | {:.1} | {:.1} | {:.0} |",
-                t.name, m.p50, m.p99, m.rps
+                "| {load} | {} | {:.1} | {:.1} | {:.0} | {:.1} |",
+                t.name, m.p50, m.p99, m.rps, m.cpu
             );
         }
     }
     Ok(())
+}
+
+/// The loads each sidecar gets: a realistic rate (the proxy benchmark's open loop), one
+/// request at a time, and saturation.
+const LOADS: [Load; 3] = [Load::Open(1000), Load::Closed(1), Load::Closed(64)];
+
+#[derive(Clone, Copy, Debug)]
+enum Load {
+    /// A request every 1/rate s, whatever happened to the previous ones.
+    Open(u32),
+    /// This many connections, each sending its next request when the last is answered.
+    Closed(usize),
+}
+
+impl std::fmt::Display for Load {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Open(rate) => write!(f, "open {rate}/s"),
+            Self::Closed(conns) => write!(f, "closed c={conns}"),
+        }
+    }
 }
 
 /// The median of each number across rounds.
@@ -156,6 +225,7 @@ fn median(runs: &[Numbers]) -> Numbers {
         p50: pick(|n| n.p50),
         p99: pick(|n| n.p99),
         rps: pick(|n| n.rps),
+        cpu: pick(|n| n.cpu),
     }
 }
 
