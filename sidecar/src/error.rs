@@ -71,6 +71,8 @@ pub struct RateRefusal {
     pub retry_after: Option<std::time::Duration>,
     /// `try again in 1.5s`, or why retrying will not help.
     pub retry: String,
+    /// The `x-ratelimit-*` values at the refusal (OpenAI sends them on its 429s too).
+    pub headers: crate::limits::rate::RateHeaders,
 }
 
 #[derive(Serialize)]

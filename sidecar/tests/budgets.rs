@@ -335,6 +335,10 @@ async fn rate_limits_refuse_with_openai_headers() {
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");
     assert_eq!(body["error"]["type"], "requests");
     assert_eq!(headers["retry-after"], "30");
+    // Like OpenAI's 429s, the refusal says where the bucket stands.
+    assert_eq!(headers["x-ratelimit-limit-requests"], "2");
+    assert_eq!(headers["x-ratelimit-remaining-requests"], "0");
+    assert_eq!(headers["x-ratelimit-reset-requests"], "1m0s");
     // Another user has a bucket of their own.
     let (status, _, _) = post_json(&sc.chat_url(), &as_user("u2")).await;
     assert_eq!(status, 200);

@@ -394,6 +394,7 @@ fn rate_limited(limited: Limited, scope: &str) -> ProxyError {
             Some(after) => format!("try again in {}", super::headers::openai_duration(after)),
             None => "the request needs more tokens than a minute's limit".to_string(),
         },
+        headers: limited.headers,
     }))
 }
 

@@ -68,11 +68,12 @@ pub fn cost(headers: &mut HeaderMap, cost: Cost) {
     }
 }
 
-/// The headers of a refusal: `retry-after` (whole seconds, rounded up) for a rate limit,
-/// the reset time for a spent budget.
+/// The headers of a refusal: the `x-ratelimit-*` values and `retry-after` (whole seconds,
+/// rounded up) for a rate limit, the reset time for a spent budget.
 pub fn refused(headers: &mut HeaderMap, err: &ProxyError) {
     match err {
         ProxyError::RateLimited(refusal) => {
+            ratelimit(headers, &refusal.headers);
             let Some(after) = refusal.retry_after else {
                 return;
             };
