@@ -407,7 +407,8 @@ fn rates_of(path: &str, usd: [f64; 5], problems: &mut Vec<String>) -> Option<Rat
 
 /// What makes a set of rates implausible enough to be a typo: a cache read dearer than
 /// the input it replaces, a cache write cheaper than input, a 1-hour write cheaper than a
-/// 5-minute one, output cheaper than input (true of every model listed), or no input price.
+/// 5-minute one, output cheaper than input (true of every chat model listed; embedding
+/// models have no output and list 0), or no input price.
 pub fn check_rates(r: &Rates) -> Vec<String> {
     let mut problems = Vec::new();
     let mut check = |ok: bool, message: String| {
@@ -432,8 +433,11 @@ pub fn check_rates(r: &Rates) -> Vec<String> {
         ),
     );
     check(
-        r.output >= r.input,
-        format!("output {} is below input {}", r.output, r.input),
+        r.output >= r.input || r.output == Rate::ZERO,
+        format!(
+            "output {} is below input {} (0 is allowed: an embedding model)",
+            r.output, r.input
+        ),
     );
     problems
 }

@@ -30,14 +30,35 @@ fn builtin_table_parses_and_lists_every_vendor() {
 }
 
 #[test]
+fn embedding_models_cost_their_input_only() {
+    let price = table()
+        .vendor(Vendor::OpenAi)
+        .unwrap()
+        .models()
+        .find(|(m, _)| *m == "text-embedding-3-small")
+        .map(|(_, p)| p.clone())
+        .unwrap();
+    // $0.02 per million input tokens: a million tokens embedded cost 0.02 USD.
+    let usage = crate::cost::TokenUsage::from_json(
+        crate::cost::UsageFormat::OpenAiChat,
+        &serde_json::json!({"prompt_tokens": 1_000_000, "total_tokens": 1_000_000}),
+    )
+    .unwrap();
+    let cost = crate::cost::cost(&usage, &price);
+    assert_eq!(cost.nano_usd, 20_000_000);
+    assert!(!cost.estimated);
+}
+
+#[test]
 fn every_builtin_price_is_sane() {
     for vendor in Vendor::ALL {
         for (model, price) in table().vendor(vendor).unwrap().models() {
             let bands = std::iter::once(&price.base).chain(price.tiers.iter().map(|t| &t.rates));
             for rates in bands {
                 assert!(rates.input > Rate::ZERO, "{vendor}/{model}");
+                let embedding = model.contains("embedding");
                 assert!(
-                    rates.output >= rates.input,
+                    rates.output >= rates.input || (embedding && rates.output == Rate::ZERO),
                     "{vendor}/{model}: output < input"
                 );
                 assert!(
