@@ -34,26 +34,18 @@ enum Run {
 /// one. Meant for text: base64 and other random strings come out lower than a tokenizer
 /// counts them, so callers leave images and audio out.
 pub fn estimate_tokens(text: &str) -> u64 {
+    estimate_bytes(text.as_bytes())
+}
+
+/// [`estimate_tokens`] over UTF-8 bytes (a request body, not copied into a `str`).
+fn estimate_bytes(bytes: &[u8]) -> u64 {
     // Counted in quarter tokens, rounded up at the end.
     let mut quarters: u64 = 0;
     let mut run = Run::None;
     let mut len: u64 = 0;
-    let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        let b = bytes[i];
-        let (next, width) = match b {
-            b'a'..=b'z' => (Run::Lower, 1),
-            b'A'..=b'Z' => (Run::Upper, 1),
-            b'0'..=b'9' => (Run::Digit, 1),
-            b' ' | b'\t' | b'\n' | b'\r' => (Run::Space, 1),
-            0xC0..=0xDF => (Run::Wide, 2),
-            0xE0..=0xEF => (Run::None, 3),
-            0xF0..=0xFF => (Run::None, 4),
-            // Continuation bytes: never at a char boundary of a &str.
-            0x80..=0xBF => (Run::None, 1),
-            _ => (Run::Symbol, 1),
-        };
+        let (next, width) = CLASS[usize::from(bytes[i])];
         let continues = match (run, next) {
             // "Hello": a capital starts a word; mixed-script words stay one run.
             (Run::Upper, Run::Lower)
@@ -73,11 +65,36 @@ pub fn estimate_tokens(text: &str) -> u64 {
             (Run::None, 4) => 8,
             _ => 0,
         };
-        i += width;
+        i += usize::from(width);
     }
     quarters += close(run, len);
     quarters.div_ceil(4)
 }
+
+/// Each byte's run kind and the width of the character it starts (a table: this runs
+/// over every request body under a budget or rate limit).
+const CLASS: [(Run, u8); 256] = {
+    let mut table = [(Run::Symbol, 1); 256];
+    let mut b = 0;
+    while b < 256 {
+        #[expect(clippy::cast_possible_truncation, reason = "b < 256")]
+        let byte = b as u8;
+        table[b] = match byte {
+            b'a'..=b'z' => (Run::Lower, 1),
+            b'A'..=b'Z' => (Run::Upper, 1),
+            b'0'..=b'9' => (Run::Digit, 1),
+            b' ' | b'\t' | b'\n' | b'\r' => (Run::Space, 1),
+            0xC0..=0xDF => (Run::Wide, 2),
+            0xE0..=0xEF => (Run::None, 3),
+            0xF0..=0xFF => (Run::None, 4),
+            // Continuation bytes: never at a char boundary of valid UTF-8.
+            0x80..=0xBF => (Run::None, 1),
+            _ => (Run::Symbol, 1),
+        };
+        b += 1;
+    }
+    table
+};
 
 /// Quarter tokens for a finished run of `len` characters (2-byte letters weigh 2).
 /// What an inline image (a `data:` URL) is reserved at: above what the providers charge
@@ -90,17 +107,16 @@ pub const IMAGE_TOKENS: u64 = 1_600;
 /// counted as [`IMAGE_TOKENS`] instead of as its base64. JSON punctuation and field names
 /// are counted too, so this stays above what the provider will count.
 pub fn estimate_request_tokens(body: &[u8]) -> u64 {
-    let text = String::from_utf8_lossy(body);
     let mut total = 0;
-    let mut rest: &str = &text;
-    while let Some(at) = rest.find("\"data:") {
-        total += estimate_tokens(&rest[..at]) + IMAGE_TOKENS;
+    let mut rest = body;
+    while let Some(at) = memchr::memmem::find(rest, b"\"data:") {
+        total += estimate_bytes(&rest[..at]) + IMAGE_TOKENS;
         // Skip to the end of the string: the next unescaped quote.
         let after = &rest[at + 1..];
-        let end = after.find('"').map_or(after.len(), |e| e + 1);
+        let end = memchr::memchr(b'"', after).map_or(after.len(), |e| e + 1);
         rest = &after[end..];
     }
-    total + estimate_tokens(rest)
+    total + estimate_bytes(rest)
 }
 
 fn close(run: Run, len: u64) -> u64 {

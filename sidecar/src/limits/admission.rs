@@ -109,8 +109,8 @@ pub async fn admit(
 ) -> Admitted {
     let mut admission = Admission {
         limits: state.clone(),
-        holds: Vec::new(),
-        tokens: Vec::new(),
+        holds: Vec::with_capacity(route_limits.budgets.len()),
+        tokens: Vec::with_capacity(route_limits.rates.len()),
         ceiling,
         input_tokens: facts.input_tokens,
         output_bound: None,

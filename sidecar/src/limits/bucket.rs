@@ -20,6 +20,8 @@ pub struct TokenBucket {
     /// Tokens available, in millionths.
     level: u128,
     updated: Instant,
+    /// The last `now` refilled at.
+    refilled_at: Instant,
 }
 
 /// Not enough tokens now.
@@ -37,6 +39,7 @@ impl TokenBucket {
             per_minute: u128::from(per_minute),
             level: u128::from(capacity) * SCALE,
             updated: now,
+            refilled_at: now,
         }
     }
 
@@ -106,9 +109,12 @@ impl TokenBucket {
     }
 
     fn refill(&mut self, now: Instant) {
-        if now <= self.updated {
+        // One request reads a bucket several times at the same `now` (take, remaining,
+        // until full): the 128-bit divisions below are done once.
+        if now <= self.updated || now == self.refilled_at {
             return;
         }
+        self.refilled_at = now;
         let elapsed = (now - self.updated).as_nanos();
         let added = elapsed * self.per_minute * SCALE / NANOS_PER_MINUTE;
         if added == 0 {

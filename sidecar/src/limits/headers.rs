@@ -4,10 +4,11 @@
 use std::io::{Cursor, Write as _};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::Admission;
-use super::rate::{RateHeaders, Remaining};
+use super::rate::RateHeaders;
 use crate::cost::Cost;
 use crate::error::ProxyError;
 
@@ -89,21 +90,35 @@ pub fn refused(headers: &mut HeaderMap, err: &ProxyError) {
     }
 }
 
-fn ratelimit(headers: &mut HeaderMap, rate: &RateHeaders) {
-    headers.reserve(6);
-    let mut put = |[limit, remaining, reset]: [HeaderName; 3], r: &Remaining| {
-        headers.insert(limit, HeaderValue::from(r.limit));
-        headers.insert(remaining, HeaderValue::from(r.remaining));
+/// Writes OpenAI's six `x-ratelimit-*` headers for `rate` (over any already there).
+pub fn ratelimit(headers: &mut HeaderMap, rate: &RateHeaders) {
+    // The six values are written into one buffer and each header is a slice of it: one
+    // allocation instead of six (this runs on every response of a rate-limited route).
+    let mut text = BytesMut::with_capacity(96);
+    let mut values: [Option<(HeaderName, usize, usize)>; 6] = Default::default();
+    let kinds = [(REQUESTS, &rate.requests), (TOKENS, &rate.tokens)];
+    for (k, ([limit, remaining, reset], r)) in kinds.into_iter().enumerate() {
+        let Some(r) = r else { continue };
+        let mut put = |slot: usize, name: HeaderName, value: &[u8]| {
+            let start = text.len();
+            text.extend_from_slice(value);
+            values[k * 3 + slot] = Some((name, start, text.len()));
+        };
+        put(0, limit, itoa::Buffer::new().format(r.limit).as_bytes());
+        put(
+            1,
+            remaining,
+            itoa::Buffer::new().format(r.remaining).as_bytes(),
+        );
         let mut buf = [0u8; DURATION_LEN];
-        if let Ok(v) = HeaderValue::from_bytes(write_openai_duration(r.reset, &mut buf)) {
-            headers.insert(reset, v);
-        }
-    };
-    if let Some(r) = &rate.requests {
-        put(REQUESTS, r);
+        put(2, reset, write_openai_duration(r.reset, &mut buf));
     }
-    if let Some(r) = &rate.tokens {
-        put(TOKENS, r);
+    let text = text.freeze();
+    headers.reserve(6);
+    for (name, start, end) in values.into_iter().flatten() {
+        if let Ok(v) = HeaderValue::from_maybe_shared(text.slice(start..end)) {
+            headers.insert(name, v);
+        }
     }
 }
 
@@ -169,6 +184,7 @@ fn written(out: Cursor<&mut [u8]>) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::rate::Remaining;
 
     #[test]
     fn durations_read_like_openais() {
