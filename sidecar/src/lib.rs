@@ -48,6 +48,11 @@ pub struct App {
     pub tasks: TaskTracker,
     /// Budget accounts and rate-limit buckets; they outlive config reloads.
     pub limits: Arc<limits::Limits>,
+    /// The audit log, when one is configured.
+    pub audit: Option<telemetry::AuditLog>,
+    /// Where this sidecar runs, for audit records.
+    pub pod: Arc<str>,
+    pub namespace: Arc<str>,
 }
 
 /// How to start a sidecar (the CLI's arguments, minus logging).
@@ -65,6 +70,29 @@ pub struct Options {
     pub ledger_file: Option<PathBuf>,
     /// This pod's name (`scope: pod`); "local" when unknown.
     pub pod_name: String,
+    /// This pod's namespace (in audit records); "" when unknown.
+    pub pod_namespace: String,
+    /// The audit log (off unless it has a sink).
+    pub audit: telemetry::AuditOptions,
+}
+
+/// For tests and embedding: no config source, loopback on ports the OS chooses, the CLI's
+/// limits.
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            config: None,
+            operator: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_body_bytes: 32 * 1024 * 1024,
+            drain_timeout: Duration::from_secs(30),
+            ledger_file: None,
+            pod_name: String::new(),
+            pod_namespace: String::new(),
+            audit: telemetry::AuditOptions::default(),
+        }
+    }
 }
 
 /// A started sidecar.
@@ -108,6 +136,9 @@ impl App {
             max_body_bytes,
             tasks: TaskTracker::new(),
             limits: Arc::new(limits),
+            audit: None,
+            pod: Arc::from(""),
+            namespace: Arc::from(""),
         }
     }
 
@@ -221,10 +252,12 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             "--config and --operator exclude each other: choose one source".into(),
         ));
     }
-    let app = Arc::new(App::with_limits(
-        options.max_body_bytes,
-        new_limits(&options)?,
-    ));
+    let mut app = App::with_limits(options.max_body_bytes, new_limits(&options)?);
+    app.audit = telemetry::AuditLog::start(&options.audit, app.metrics.audit_dropped())
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    app.pod = Arc::from(options.pod_name.as_str());
+    app.namespace = Arc::from(options.pod_namespace.as_str());
+    let app = Arc::new(app);
     // Watch before the first read, so a change between the two is not missed.
     let watch = options.config.clone().map(config::file::Watch::new);
     if let Some(path) = &options.config {

@@ -411,6 +411,7 @@ spec:
         drain_timeout: Duration::from_secs(1),
         ledger_file: None,
         pod_name: String::new(),
+        ..modelroute_sidecar::Options::default()
     })
     .await
     .unwrap_err()

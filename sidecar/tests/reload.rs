@@ -192,6 +192,7 @@ async fn start_error(dir: &std::path::Path) -> String {
         drain_timeout: Duration::from_secs(1),
         ledger_file: None,
         pod_name: String::new(),
+        ..modelroute_sidecar::Options::default()
     })
     .await
     .unwrap_err()

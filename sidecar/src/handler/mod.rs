@@ -1,6 +1,7 @@
 //! One module per endpoint; this one routes paths to them and owns the shared steps
 //! (reading a size-limited body, turning errors into responses).
 
+pub mod audit;
 pub mod exchange;
 mod model_call;
 pub use model_call::settle;

@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use super::audit::{self, Call};
 use super::exchange::Exchange;
 use super::{decision_headers, json_response, read_body, upstream};
 use crate::App;
@@ -52,6 +53,7 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let dialect = exchange.dialect();
     let unknown: Arc<str> = Arc::from("");
+    let trace_id = audit::trace_id(app, req.headers());
     let prepared = match prepare(app, req, exchange, model_in).await {
         Ok((route, request, headers)) => limit(app, route, request, headers, exchange)
             .await
@@ -69,6 +71,13 @@ pub async fn handle(
                 e.status().as_u16(),
                 started.elapsed().as_secs_f64(),
             );
+            // Metrics keep unknown names out of their labels; the audit log says what
+            // was asked for.
+            let asked = match &e {
+                ProxyError::UnknownModel { model, .. } => Arc::from(model.as_str()),
+                _ => alias.clone(),
+            };
+            audit::record(app, Call::failed(&asked, &e, false, started, trace_id));
             let mut resp = json_response(e.status(), dialect.error_body(&e));
             limits::headers::refused(resp.headers_mut(), &e);
             return resp;
@@ -81,7 +90,7 @@ pub async fn handle(
             request,
             headers,
             exchange,
-            started,
+            (started, trace_id),
             admission,
         )
         .await;
@@ -107,6 +116,22 @@ pub async fn handle(
             let admitted = admission.as_ref().map(limits::headers::Admitted::of);
             let served = (&*answer.target, &request);
             let cost = settle(app, &route, admission, served, usage, generated);
+            audit::record(
+                app,
+                Call {
+                    route: &route.alias,
+                    target: Some(&answer.target),
+                    status: status.as_u16(),
+                    error: None,
+                    stream: false,
+                    usage,
+                    cost,
+                    started,
+                    ttft: None,
+                    trace_id,
+                    bodies: Some((request.body(), body)),
+                },
+            );
             let mut resp = respond(answer);
             if let Some(a) = admitted {
                 a.write(resp.headers_mut());
@@ -124,6 +149,8 @@ pub async fn handle(
                 e.status().as_u16(),
                 started.elapsed().as_secs_f64(),
             );
+            let call = Call::failed(&route.alias, &e, false, started, trace_id);
+            audit::record(app, call);
             json_response(e.status(), dialect.error_body(&e))
         }
     }

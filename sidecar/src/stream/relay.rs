@@ -24,15 +24,17 @@ use crate::App;
 use crate::api::dialect::Dialect;
 use crate::api::{ModelRequest, Usage};
 use crate::config::{Route, Target};
-use crate::cost::TokenUsage;
+use crate::cost::{Cost, TokenUsage};
 use crate::dispatch::{self, Success, TryError};
 use crate::error::ProxyError;
+use crate::handler::audit::{self, Call};
 use crate::handler::exchange::Exchange;
 use crate::handler::{decision_headers, json_response, upstream};
 use crate::limits::admission::DEFAULT_OUTPUT_RESERVE;
 use crate::limits::{self, Admission};
 use crate::provider::classify::{Disposition, error_body};
 use crate::provider::{Operation, StreamTranslator};
+use crate::telemetry::audit::MAX_BODY_BYTES;
 
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
@@ -103,7 +105,7 @@ pub async fn serve(
     request: ModelRequest,
     headers: HeaderMap,
     exchange: Exchange,
-    started: Instant,
+    (started, trace_id): (Instant, Option<String>),
     admission: Option<Admission>,
 ) -> Response<ProxyBody> {
     let (respond, head) = oneshot::channel();
@@ -117,7 +119,7 @@ pub async fn serve(
         request,
         (headers, extra),
         exchange,
-        started,
+        (started, trace_id),
         respond,
         admission,
     );
@@ -140,11 +142,20 @@ async fn run(
     request: ModelRequest,
     (headers, extra): (HeaderMap, limits::headers::Admitted),
     exchange: Exchange,
-    started: Instant,
+    (started, trace_id): (Instant, Option<String>),
     respond: oneshot::Sender<Response<ProxyBody>>,
     admission: Option<Admission>,
 ) {
     let deadline = started + route.timeouts.total;
+    let mut seen = Seen {
+        trace_id,
+        ttft: None,
+        body: app
+            .audit
+            .as_ref()
+            .filter(|a| a.wants_bodies())
+            .map(|_| Vec::new()),
+    };
     let dialect = exchange.dialect();
     let mut client = Client::Waiting(respond, dialect, extra);
     let first_byte = route.timeouts.first_byte;
@@ -175,15 +186,19 @@ async fn run(
             Wait::KeepAlive => {
                 client.commit(None);
                 if !client.send(Bytes::from_static(KEEP_ALIVE)).await {
-                    return finish(&app, &route, None, started, End::ClientGone);
+                    let gone = Finished::nothing(End::ClientGone);
+                    return finish(&app, &route, request, started, gone, seen);
                 }
             }
-            Wait::Gone => return finish(&app, &route, None, started, End::ClientGone),
+            Wait::Gone => {
+                let gone = Finished::nothing(End::ClientGone);
+                return finish(&app, &route, request, started, gone, seen);
+            }
         }
     };
     let success = match outcome {
         Ok(Ok(success)) => success,
-        Ok(Err(e)) => return fail(&app, &route, &mut client, e, started).await,
+        Ok(Err(e)) => return fail(&app, &route, &mut client, e, started, seen).await,
         Err(_) => {
             let e = ProxyError::Timeout {
                 message: format!(
@@ -192,7 +207,7 @@ async fn run(
                     upstream::humanize(route.timeouts.total)
                 ),
             };
-            return fail(&app, &route, &mut client, e, started).await;
+            return fail(&app, &route, &mut client, e, started, seen).await;
         }
     };
     let Success {
@@ -220,7 +235,7 @@ async fn run(
         &mut client,
         stream,
         &mut tally,
-        started,
+        (started, &mut seen),
         deadline,
     )
     .await;
@@ -233,7 +248,7 @@ async fn run(
     }
     let generated = tally.generated.unwrap_or(0);
     let served = (&*target, request);
-    crate::handler::settle(
+    let cost = crate::handler::settle(
         &app,
         &route,
         tally.budget.take(),
@@ -241,7 +256,13 @@ async fn run(
         tally.token_usage,
         || generated,
     );
-    finish(&app, &route, Some(&target), started, end);
+    let finished = Finished {
+        target: Some(&target),
+        end,
+        usage: tally.token_usage,
+        cost,
+    };
+    finish(&app, &route, request, started, finished, seen);
 }
 
 /// One try: a stream from one target, up to its first event.
@@ -335,7 +356,7 @@ async fn relay(
     client: &mut Client,
     stream: Started,
     tally: &mut Tally,
-    started: Instant,
+    (started, seen): (Instant, &mut Seen),
     deadline: Instant,
 ) -> End {
     let Started {
@@ -456,14 +477,17 @@ async fn relay(
             Step::UpstreamError(b) => (b, Some(End::Broken("stream_upstream_error"))),
             Step::BudgetStop(b) => (b, Some(End::BudgetStop)),
         };
+        seen.capture(&bytes);
         if !client.send(bytes).await {
             return End::ClientGone;
         }
         last_client = Instant::now();
         if !first_sent {
             first_sent = true;
+            let ttft = started.elapsed();
+            seen.ttft = Some(ttft);
             app.metrics
-                .ttft(&route.alias, &target.label, started.elapsed().as_secs_f64());
+                .ttft(&route.alias, &target.label, ttft.as_secs_f64());
         }
         if let Some(end) = end {
             if let End::BudgetStop = end {
@@ -490,7 +514,14 @@ async fn break_off(
     End::Broken(kind)
 }
 
-async fn fail(app: &App, route: &Route, client: &mut Client, err: ProxyError, started: Instant) {
+async fn fail(
+    app: &App,
+    route: &Route,
+    client: &mut Client,
+    err: ProxyError,
+    started: Instant,
+    seen: Seen,
+) {
     app.metrics.error(&route.alias, err.metric_kind());
     app.metrics.request(
         &route.alias,
@@ -498,24 +529,95 @@ async fn fail(app: &App, route: &Route, client: &mut Client, err: ProxyError, st
         err.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
+    let call = Call::failed(&route.alias, &err, true, started, seen.trace_id);
+    audit::record(app, call);
     client.fail(err).await;
 }
 
-fn finish(app: &App, route: &Route, target: Option<&Target>, started: Instant, end: End) {
+/// How a stream that started ended, for metrics and the audit log.
+struct Finished<'a> {
+    target: Option<&'a Target>,
+    end: End,
+    usage: Option<TokenUsage>,
+    cost: Option<Cost>,
+}
+
+impl Finished<'_> {
+    fn nothing(end: End) -> Self {
+        Self {
+            target: None,
+            end,
+            usage: None,
+            cost: None,
+        }
+    }
+}
+
+/// What the relay saw of a stream for the audit log: the client's trace id, the time to
+/// its first event, and (when the audit log keeps bodies) the bytes it was sent.
+struct Seen {
+    trace_id: Option<String>,
+    ttft: Option<Duration>,
+    body: Option<Vec<u8>>,
+}
+
+impl Seen {
+    fn capture(&mut self, bytes: &[u8]) {
+        if let Some(body) = &mut self.body {
+            // One byte past the cap is enough for the audit log to mark the body cut.
+            let room = (MAX_BODY_BYTES + 1).saturating_sub(body.len());
+            body.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
+    }
+}
+
+fn finish(
+    app: &App,
+    route: &Route,
+    request: &ModelRequest,
+    started: Instant,
+    finished: Finished<'_>,
+    seen: Seen,
+) {
+    let Finished {
+        target,
+        end,
+        usage,
+        cost,
+    } = finished;
     let status = match end {
         End::Complete | End::BudgetStop | End::Broken(_) => 200,
         // What nginx logs for a client that closed the connection.
         End::ClientGone => 499,
     };
-    match end {
-        End::Broken(kind) => app.metrics.error(&route.alias, kind),
-        End::ClientGone => app.metrics.error(&route.alias, "client_closed"),
-        End::BudgetStop => app.metrics.error(&route.alias, "stream_budget_stop"),
-        End::Complete => {}
+    let error = match end {
+        End::Broken(kind) => Some(kind),
+        End::ClientGone => Some("client_closed"),
+        End::BudgetStop => Some("stream_budget_stop"),
+        End::Complete => None,
+    };
+    if let Some(kind) = error {
+        app.metrics.error(&route.alias, kind);
     }
     let label = target.map(|t| &t.label);
     app.metrics
         .request(&route.alias, label, status, started.elapsed().as_secs_f64());
+    audit::record(
+        app,
+        Call {
+            route: &route.alias,
+            target,
+            status,
+            error,
+            stream: true,
+            usage,
+            cost,
+            started,
+            ttft: seen.ttft,
+            trace_id: seen.trace_id,
+            bodies: seen.body.as_deref().map(|b| (request.body().as_ref(), b)),
+        },
+    );
 }
 
 // === impl Tally ===

@@ -121,6 +121,7 @@ pub struct Metrics {
     tokens: Family<TokenLabels, Counter>,
     circuit: Family<CircuitLabels, Gauge>,
     streams_active: Gauge,
+    audit_dropped: Counter,
     config_version: Gauge,
     config_reloads: Family<ResultLabels, Counter>,
     operator_connected: Gauge,
@@ -150,6 +151,7 @@ impl Metrics {
         let tokens = Family::default();
         let circuit = Family::default();
         let streams_active = Gauge::default();
+        let audit_dropped = Counter::default();
         let config_version = Gauge::default();
         let config_reloads = Family::default();
         let operator_connected = Gauge::default();
@@ -251,6 +253,11 @@ impl Metrics {
             streams_active.clone(),
         );
         r.register(
+            "modelroute_audit_dropped",
+            "Audit records dropped because the writer fell behind (a full queue)",
+            audit_dropped.clone(),
+        );
+        r.register(
             "modelroute_config_version",
             "Version of the active config (counts applied configs)",
             config_version.clone(),
@@ -287,6 +294,7 @@ impl Metrics {
             tokens,
             circuit,
             streams_active,
+            audit_dropped,
             config_version,
             config_reloads,
             operator_connected,
@@ -441,6 +449,11 @@ impl Metrics {
                 target: Label(target.clone()),
             })
             .clone()
+    }
+
+    /// The counter of audit records dropped (shared with the audit log).
+    pub fn audit_dropped(&self) -> Counter {
+        self.audit_dropped.clone()
     }
 
     pub fn streams_active(&self) -> &Gauge {

@@ -1,7 +1,9 @@
-//! Logs and metrics.
+//! Logs, metrics and the audit log.
 
+pub mod audit;
 pub mod metrics;
 
+pub use audit::{AuditLog, AuditOptions};
 pub use metrics::Metrics;
 
 /// Log line format.

@@ -33,15 +33,27 @@ impl Sidecar {
         max_body_bytes: usize,
         ledger_file: Option<std::path::PathBuf>,
     ) -> Self {
+        Self::start_options(
+            dir,
+            Options {
+                max_body_bytes,
+                ledger_file,
+                ..Options::default()
+            },
+        )
+        .await
+    }
+
+    /// Starts a sidecar on the config already in `dir` (`route.yaml`) with `options`
+    /// (its config source, addresses and drain timeout are the harness's).
+    pub async fn start_options(dir: tempfile::TempDir, options: Options) -> Self {
         let running = modelroute_sidecar::start(Options {
             config: Some(dir.path().to_path_buf()),
             operator: None,
             listen: "127.0.0.1:0".parse().unwrap(),
             admin_listen: "127.0.0.1:0".parse().unwrap(),
-            max_body_bytes,
             drain_timeout: Duration::from_secs(5),
-            ledger_file,
-            pod_name: String::new(),
+            ..options
         })
         .await
         .unwrap();
@@ -65,6 +77,7 @@ impl Sidecar {
             drain_timeout: Duration::from_secs(5),
             ledger_file: None,
             pod_name: String::new(),
+            ..Options::default()
         })
         .await
         .unwrap();
