@@ -135,6 +135,7 @@ impl Args {
                 bodies: self.audit_bodies,
                 redact: self.audit_redact.clone(),
             },
+            spans_dropped: prometheus_client::metrics::counter::Counter::default(),
         }
     }
 }

@@ -74,6 +74,8 @@ pub struct Options {
     pub pod_namespace: String,
     /// The audit log (off unless it has a sink).
     pub audit: telemetry::AuditOptions,
+    /// Counts spans the exporter dropped (shared with it; see `telemetry::otel`).
+    pub spans_dropped: prometheus_client::metrics::counter::Counter,
 }
 
 /// For tests and embedding: no config source, loopback on ports the OS chooses, the CLI's
@@ -91,6 +93,7 @@ impl Default for Options {
             pod_name: String::new(),
             pod_namespace: String::new(),
             audit: telemetry::AuditOptions::default(),
+            spans_dropped: prometheus_client::metrics::counter::Counter::default(),
         }
     }
 }
@@ -253,6 +256,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         ));
     }
     let mut app = App::with_limits(options.max_body_bytes, new_limits(&options)?);
+    app.metrics = Metrics::with_spans_dropped(options.spans_dropped.clone());
     app.audit = telemetry::AuditLog::start(&options.audit, app.metrics.audit_dropped())
         .map_err(|e| StartError::Config(e.to_string()))?;
     app.pod = Arc::from(options.pod_name.as_str());

@@ -472,6 +472,7 @@ fn check_injected(pod: &Pod, native: bool, ca: &str, want: &Expected) -> Result<
         ("POD_NAME", "metadata.name"),
         ("POD_NAMESPACE", "metadata.namespace"),
         ("NODE_NAME", "spec.nodeName"),
+        ("POD_SERVICE_ACCOUNT", "spec.serviceAccountName"),
     ] {
         ensure!(
             field_ref(name).as_deref() == Some(path),

@@ -36,6 +36,7 @@ pub fn container(
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
         field_env("NODE_NAME", "spec.nodeName"),
+        field_env("POD_SERVICE_ACCOUNT", "spec.serviceAccountName"),
         value_env("MODELROUTE_OPERATOR", &config.operator_address),
         value_env("MODELROUTE_TOKEN_FILE", &format!("{TOKEN_DIR}/token")),
         value_env(

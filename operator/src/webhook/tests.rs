@@ -150,6 +150,7 @@ fn check_sidecar(sidecar: &Value, port: u16, admin: u16) {
         ("POD_NAME", "metadata.name"),
         ("POD_NAMESPACE", "metadata.namespace"),
         ("NODE_NAME", "spec.nodeName"),
+        ("POD_SERVICE_ACCOUNT", "spec.serviceAccountName"),
     ] {
         assert_eq!(env(name)["fieldRef"]["fieldPath"], field, "{name}");
     }

@@ -13,11 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
+use tracing::Instrument;
 
 use crate::config::{Route, Target};
 use crate::error::ProxyError;
+use crate::provider::Operation;
 use crate::provider::classify::{Disposition, ErrorBody};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, spans};
 use backoff::Backoff;
 
 /// How one try failed.
@@ -47,9 +49,10 @@ pub struct Success<T> {
 /// the backoff or the upstream's `Retry-After` (one longer than `maxRetryAfter` moves on
 /// at once). Targets whose circuit is open are skipped. A failure that is the request's
 /// own fault ends the loop at once. The caller bounds the whole loop with the total
-/// deadline.
+/// deadline. Each try runs in its own client span (`operation` names it).
 pub async fn run<T, F, Fut>(
     route: &Route,
+    operation: Operation,
     metrics: &Metrics,
     eligible: impl Fn(&Target) -> bool,
     tokens: impl Fn() -> u64,
@@ -89,7 +92,12 @@ where
                 metrics.fallback(&route.alias);
             }
             attempts += 1;
-            let err = match attempt(target.clone()).await {
+            let fallback = match &last {
+                Some((_, err)) if retries == 0 => Some(err.outcome),
+                _ => None,
+            };
+            let span = spans::attempt(&target, operation, attempts, fallback, retries > 0);
+            let err = match attempt(target.clone()).instrument(span.clone()).await {
                 Ok(value) => {
                     permit.success();
                     metrics.attempt(&route.alias, &target.label, "ok");
@@ -101,6 +109,7 @@ where
                 }
                 Err(err) => err,
             };
+            spans::attempt_failed(&span, err.outcome, err.status.map(|s| s.as_u16()));
             metrics.attempt(&route.alias, &target.label, err.outcome);
             match err.disposition {
                 Disposition::Final => {

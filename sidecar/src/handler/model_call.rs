@@ -25,6 +25,8 @@ use crate::limits::{self, Admission, admission};
 use crate::provider::Operation;
 use crate::stream::body::{ProxyBody, collect_limited, full};
 use crate::stream::relay;
+use crate::telemetry::spans::CallSpan;
+use tracing::Instrument;
 
 /// The largest non-streamed upstream answer accepted.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -54,6 +56,7 @@ pub async fn handle(
     let dialect = exchange.dialect();
     let unknown: Arc<str> = Arc::from("");
     let trace_id = audit::trace_id(app, req.headers());
+    let span = CallSpan::start(exchange.operation(), req.headers());
     let prepared = match prepare(app, req, exchange, model_in).await {
         Ok((route, request, headers)) => limit(app, route, request, headers, exchange)
             .await
@@ -78,11 +81,16 @@ pub async fn handle(
                 _ => alias.clone(),
             };
             audit::record(app, Call::failed(&asked, &e, false, started, trace_id));
+            span.end(e.status().as_u16(), Some(e.metric_kind()));
             let mut resp = json_response(e.status(), dialect.error_body(&e));
             limits::headers::refused(resp.headers_mut(), &e);
             return resp;
         }
     };
+    span.request(exchange.operation(), &request);
+    if let Some(budget) = admission.as_ref().and_then(Admission::downgraded_by) {
+        span.downgraded(budget);
+    }
     if request.stream {
         return relay::serve(
             app.clone(),
@@ -90,12 +98,15 @@ pub async fn handle(
             request,
             headers,
             exchange,
-            (started, trace_id),
+            (started, trace_id, span),
             admission,
         )
         .await;
     }
-    match unary(app, &route, &request, &headers, exchange).await {
+    let answered = unary(app, &route, &request, &headers, exchange)
+        .instrument(span.span().clone())
+        .await;
+    match answered {
         Ok(answer) => {
             let body = &answer.value.1;
             let usage = dialect.body_token_usage(body);
@@ -116,6 +127,10 @@ pub async fn handle(
             let admitted = admission.as_ref().map(limits::headers::Admitted::of);
             let served = (&*answer.target, &request);
             let cost = settle(app, &route, admission, served, usage, generated);
+            span.served(&answer.target, answer.attempts);
+            span.outcome(usage, cost, None);
+            span.finish_reasons(body);
+            span.end(status.as_u16(), None);
             audit::record(
                 app,
                 Call {
@@ -151,6 +166,7 @@ pub async fn handle(
             );
             let call = Call::failed(&route.alias, &e, false, started, trace_id);
             audit::record(app, call);
+            span.end(e.status().as_u16(), Some(e.metric_kind()));
             json_response(e.status(), dialect.error_body(&e))
         }
     }
@@ -278,6 +294,7 @@ async fn unary(
     let tokens = std::sync::OnceLock::new();
     let attempts = dispatch::run(
         route,
+        exchange.operation(),
         &app.metrics,
         |t| exchange.eligible(t),
         || *tokens.get_or_init(|| request.rate_limit_tokens()),

@@ -282,6 +282,13 @@ impl Admission {
         true
     }
 
+    /// The budget whose `downgrade` sent this request to a cheaper target, if one did.
+    pub fn downgraded_by(&self) -> Option<&str> {
+        self.downgrade.as_ref()?;
+        let hold = self.holds.iter().find(|h| !h.reserving)?;
+        Some(&hold.rule.id.name)
+    }
+
     /// Whether any budget covers this request.
     pub fn budgeted(&self) -> bool {
         !self.holds.is_empty()

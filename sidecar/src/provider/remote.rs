@@ -68,6 +68,8 @@ impl HttpProvider {
         *request.uri_mut() = uri;
         let headers = request.headers_mut();
         forward_headers(call.client_headers, headers);
+        // Our span as the parent of the provider's, when traces are exported.
+        crate::telemetry::spans::inject(headers);
         for (name, value) in &self.headers {
             headers.insert(name, value.clone());
         }

@@ -35,6 +35,8 @@ use crate::limits::{self, Admission};
 use crate::provider::classify::{Disposition, error_body};
 use crate::provider::{Operation, StreamTranslator};
 use crate::telemetry::audit::MAX_BODY_BYTES;
+use crate::telemetry::spans::CallSpan;
+use tracing::Instrument;
 
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
@@ -105,7 +107,7 @@ pub async fn serve(
     request: ModelRequest,
     headers: HeaderMap,
     exchange: Exchange,
-    (started, trace_id): (Instant, Option<String>),
+    (started, trace_id, span): (Instant, Option<String>, CallSpan),
     admission: Option<Admission>,
 ) -> Response<ProxyBody> {
     let (respond, head) = oneshot::channel();
@@ -113,17 +115,19 @@ pub async fn serve(
         .as_ref()
         .map(limits::headers::Admitted::of)
         .unwrap_or_default();
+    // The tries are children of the request's span.
+    let parent = span.span().clone();
     let task = run(
         app.clone(),
         route,
         request,
         (headers, extra),
         exchange,
-        (started, trace_id),
+        (started, trace_id, span),
         respond,
         admission,
     );
-    app.tasks.spawn(task);
+    app.tasks.spawn(task.instrument(parent));
     head.await.unwrap_or_else(|_| {
         let e = ProxyError::BadGateway {
             message: "the stream ended before it started".into(),
@@ -142,13 +146,14 @@ async fn run(
     request: ModelRequest,
     (headers, extra): (HeaderMap, limits::headers::Admitted),
     exchange: Exchange,
-    (started, trace_id): (Instant, Option<String>),
+    (started, trace_id, span): (Instant, Option<String>, CallSpan),
     respond: oneshot::Sender<Response<ProxyBody>>,
     admission: Option<Admission>,
 ) {
     let deadline = started + route.timeouts.total;
     let mut seen = Seen {
         trace_id,
+        span,
         ttft: None,
         body: app
             .audit
@@ -163,6 +168,7 @@ async fn run(
     let tokens = std::sync::OnceLock::new();
     let attempts = dispatch::run(
         &route,
+        Operation::Chat,
         &app.metrics,
         |t| exchange.eligible(t),
         || *tokens.get_or_init(|| request.rate_limit_tokens()),
@@ -216,6 +222,7 @@ async fn run(
         attempts,
     } = success;
     client.commit(Some((&target, attempts)));
+    seen.span.served(&target, attempts);
     app.metrics.streams_active().inc();
     let count_generated = admission.is_some() || !target.provider.stream_usage();
     let mut tally = Tally {
@@ -486,6 +493,7 @@ async fn relay(
             first_sent = true;
             let ttft = started.elapsed();
             seen.ttft = Some(ttft);
+            seen.span.first_token();
             app.metrics
                 .ttft(&route.alias, &target.label, ttft.as_secs_f64());
         }
@@ -529,6 +537,8 @@ async fn fail(
         err.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
+    seen.span
+        .end(err.status().as_u16(), Some(err.metric_kind()));
     let call = Call::failed(&route.alias, &err, true, started, seen.trace_id);
     audit::record(app, call);
     client.fail(err).await;
@@ -557,6 +567,8 @@ impl Finished<'_> {
 /// its first event, and (when the audit log keeps bodies) the bytes it was sent.
 struct Seen {
     trace_id: Option<String>,
+    /// The request's span (disabled when traces are off).
+    span: CallSpan,
     ttft: Option<Duration>,
     body: Option<Vec<u8>>,
 }
@@ -602,6 +614,9 @@ fn finish(
     let label = target.map(|t| &t.label);
     app.metrics
         .request(&route.alias, label, status, started.elapsed().as_secs_f64());
+    let finish_reason = matches!(end, End::BudgetStop).then_some("length");
+    seen.span.outcome(usage, cost, finish_reason);
+    seen.span.end(status, error);
     audit::record(
         app,
         Call {

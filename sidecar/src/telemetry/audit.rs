@@ -39,8 +39,8 @@ pub struct AuditOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Sink {
     Stdout,
-    /// Appended to (created when missing), so log rotation by rename-and-reopen or
-    /// copy-and-truncate both work.
+    /// Appended to (created when missing), so copy-and-truncate rotation works: writes go
+    /// on at the new end of the file.
     File(PathBuf),
 }
 

@@ -140,6 +140,12 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        Self::with_spans_dropped(Counter::default())
+    }
+
+    /// Metrics whose `modelroute_spans_dropped_total` is `spans_dropped`, the counter the
+    /// span exporter (started before the sidecar) already holds.
+    pub fn with_spans_dropped(spans_dropped: Counter) -> Self {
         let mut registry = Registry::default();
         let requests = Family::default();
         let duration: HistogramFamily<RouteLabels> = Family::new_with_constructor(latency);
@@ -256,6 +262,11 @@ impl Metrics {
             "modelroute_audit_dropped",
             "Audit records dropped because the writer fell behind (a full queue)",
             audit_dropped.clone(),
+        );
+        r.register(
+            "modelroute_spans_dropped",
+            "Trace spans dropped because the OTLP exporter fell behind (a full queue)",
+            spans_dropped,
         );
         r.register(
             "modelroute_config_version",

@@ -1,7 +1,9 @@
-//! Logs, metrics and the audit log.
+//! Logs, traces, metrics and the audit log.
 
 pub mod audit;
 pub mod metrics;
+pub mod otel;
+pub mod spans;
 
 pub use audit::{AuditLog, AuditOptions};
 pub use metrics::Metrics;
@@ -13,19 +15,49 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global log subscriber (stderr). `filter` is an `EnvFilter` directive such
-/// as `info` or `modelroute_sidecar=debug`; `RUST_LOG` overrides it when set.
-pub fn init_logging(format: LogFormat, filter: &str) {
+/// Installs the global subscriber: log lines on stderr and, when `tracer` is given, the
+/// model-call spans exported through OpenTelemetry. `filter` is an `EnvFilter` directive
+/// such as `info` or `modelroute_sidecar=debug` for the log lines; `RUST_LOG` overrides it.
+pub fn init(format: LogFormat, filter: &str, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    // The spans are for the exporter; in log lines they would only be noise.
+    let filter = match format!("{}=off", spans::TARGET).parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    // A second init (tests start several sidecars in one process) is harmless.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let lines = match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines.json().flatten_event(true).boxed(),
     };
+    let spans = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_level(false)
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target(spans::TARGET, tracing::Level::INFO),
+            )
+    });
+    // A second init (tests start several sidecars in one process) is harmless.
+    let _ = tracing_subscriber::registry()
+        .with(lines.with_filter(filter))
+        .with(spans)
+        .try_init();
+}
+
+/// [`init`] without traces.
+pub fn init_logging(format: LogFormat, filter: &str) {
+    init(format, filter, None);
 }

@@ -121,11 +121,17 @@ impl Streamed {
 
 /// POSTs and reads the streamed answer to its end (at most 30 s).
 pub async fn post_stream(url: &str, body: &Value) -> Streamed {
+    post_stream_with(url, body, &[]).await
+}
+
+/// [`post_stream`] with extra request headers.
+pub async fn post_stream_with(url: &str, body: &Value, headers: &[(&str, &str)]) -> Streamed {
     let started = Instant::now();
-    let req = Request::post(url)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
+    let mut req = Request::post(url).header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
     let resp = client().request(req).await.unwrap();
     let (parts, mut body) = resp.into_parts();
     let mut chunks = Vec::new();
