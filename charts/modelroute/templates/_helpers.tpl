@@ -84,13 +84,22 @@ app.kubernetes.io/component: operator
 {{- printf "%s:%s" $image.repository (default .Chart.AppVersion $image.tag) }}
 {{- end }}
 
-{{/* OTEL_EXPORTER_OTLP_* for the operator and the sidecars; empty list when otel is off. */}}
+{{/* OTEL_* for the operator and the sidecars; empty list when otel is off. */}}
 {{- define "modelroute.otelEnv" -}}
 {{- if .Values.otel.endpoint }}
-{{- list
+{{- $env := list
     (dict "name" "OTEL_EXPORTER_OTLP_ENDPOINT" "value" .Values.otel.endpoint)
-    (dict "name" "OTEL_EXPORTER_OTLP_PROTOCOL" "value" .Values.otel.protocol)
-  | toJson }}
+    (dict "name" "OTEL_EXPORTER_OTLP_PROTOCOL" "value" .Values.otel.protocol) }}
+{{- with .Values.otel.sampler }}
+{{- $env = append $env (dict "name" "OTEL_TRACES_SAMPLER" "value" .) }}
+{{- end }}
+{{- if contains "traceidratio" (.Values.otel.sampler | default "") }}
+{{- $env = append $env (dict "name" "OTEL_TRACES_SAMPLER_ARG" "value" (toString .Values.otel.samplerRatio)) }}
+{{- end }}
+{{- with .Values.otel.resourceAttributes }}
+{{- $env = append $env (dict "name" "OTEL_RESOURCE_ATTRIBUTES" "value" .) }}
+{{- end }}
+{{- $env | toJson }}
 {{- else }}
 {{- list | toJson }}
 {{- end }}

@@ -188,6 +188,8 @@ BAD_VALUES = [
     ({"sidecar": {"env": [{"name": "A"}]}}, "/sidecar/env"),
     ({"sidecar": {"tokenExpirationSeconds": 60}}, "/sidecar/tokenExpirationSeconds"),
     ({"otel": {"protocol": "http"}}, "/otel/protocol"),
+    ({"otel": {"sampler": "sometimes"}}, "/otel/sampler"),
+    ({"otel": {"samplerRatio": 2}}, "/otel/samplerRatio"),
     ({"images": {"operator": {"pullPolicy": "Sometimes"}}}, "/images/operator/pullPolicy"),
     ({"injection": {"excludeNamespaces": ["Not_A_Namespace"]}}, "/injection/excludeNamespaces"),
 ]

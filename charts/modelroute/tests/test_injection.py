@@ -146,3 +146,23 @@ def test_otel_reaches_the_operator_and_the_sidecars(chart: helm_python.Chart) ->
     default = render(chart)
     assert not any(name.startswith("OTEL_") for name in default.env())
     assert default.inject_config()["env"] == []
+
+
+def test_sampling_and_resource_attributes_reach_the_sidecars(chart: helm_python.Chart) -> None:
+    values = {
+        "otel": {
+            "endpoint": "http://otel-collector.observability:4317",
+            "sampler": "parentbased_traceidratio",
+            "samplerRatio": 0.25,
+            "resourceAttributes": "deployment.environment.name=prod",
+        }
+    }
+    env = {e["name"]: e["value"] for e in render(chart, values).inject_config()["env"]}
+    assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.25"
+    assert env["OTEL_RESOURCE_ATTRIBUTES"] == "deployment.environment.name=prod"
+    # A sampler without a ratio sets no ratio.
+    always = {"otel": {"endpoint": "http://c:4317", "sampler": "always_on"}}
+    env = {e["name"]: e["value"] for e in render(chart, always).inject_config()["env"]}
+    assert env["OTEL_TRACES_SAMPLER"] == "always_on"
+    assert "OTEL_TRACES_SAMPLER_ARG" not in env
