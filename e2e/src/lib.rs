@@ -8,6 +8,7 @@ pub mod fake_upstream;
 pub mod load;
 pub mod nginx;
 pub mod operator;
+pub mod otlp_sink;
 pub mod process;
 pub mod report;
 pub mod sidecar;

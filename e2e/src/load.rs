@@ -125,6 +125,25 @@ impl Target {
     }
 }
 
+/// `GET path` on `addr` (an admin port), the body as text.
+pub async fn get_text(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let tcp = TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .body(Full::new(Bytes::new()))?;
+    let body = sender
+        .send_request(req)
+        .await?
+        .into_body()
+        .collect()
+        .await?;
+    Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
+}
+
 /// A histogram for nanosecond latencies from 1 ns to 10 minutes, 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
     match Histogram::new_with_bounds(1, 600_000_000_000, 3) {

@@ -68,6 +68,16 @@ pub fn start_with_config(
     config_yaml: &str,
     worker_threads: Option<usize>,
 ) -> anyhow::Result<Sidecar> {
+    start_with_env(bin, config_yaml, worker_threads, &[])
+}
+
+/// [`start_with_config`] with extra environment variables (`OTEL_*`, say).
+pub fn start_with_env(
+    bin: &Path,
+    config_yaml: &str,
+    worker_threads: Option<usize>,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Sidecar> {
     let dir = tempfile::Builder::new()
         .prefix("modelroute-bench-sidecar")
         .tempdir()?;
@@ -78,7 +88,8 @@ pub fn start_with_config(
         .arg(&config)
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(["--drain-timeout", "1s", "--log", "info"])
-        .env_remove("RUST_LOG");
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied());
     if let Some(n) = worker_threads {
         cmd.arg("--worker-threads").arg(n.to_string());
     }

@@ -68,6 +68,31 @@ impl Collector {
         (collector, addr)
     }
 
+    /// An OTLP/HTTP receiver (`POST /v1/traces`, protobuf) on loopback.
+    async fn start_http() -> (Self, SocketAddr) {
+        use http_body_util::BodyExt;
+        use prost::Message;
+        let collector = Self::default();
+        let exports = collector.exports.clone();
+        let addr = support::serve::loopback(move |req: http::Request<hyper::body::Incoming>| {
+            let exports = exports.clone();
+            async move {
+                assert_eq!(req.uri().path(), "/v1/traces");
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                let export = ExportTraceServiceRequest::decode(body).unwrap();
+                exports.lock().unwrap().push(export);
+                let mut resp = http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/x-protobuf"),
+                );
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        })
+        .await;
+        (collector, addr)
+    }
+
     /// The spans received so far, each with its resource's attributes.
     fn spans(&self) -> Vec<(HashMap<String, String>, Span)> {
         let exports = self.exports.lock().unwrap();
@@ -368,4 +393,56 @@ async fn a_collector_that_never_answers_costs_requests_nothing_but_counted_drops
         "{dropped} spans counted as dropped"
     );
     drop(silent);
+}
+
+#[tokio::test]
+async fn traces_also_go_over_otlp_http() {
+    let (collector, otlp) = Collector::start_http().await;
+    let upstream = FakeUpstream::start(Reply::Text("ok".into())).await;
+    let config = format!(
+        r#"apiVersion: modelroute.dev/v1alpha1
+kind: ModelRoute
+metadata: {{name: shop}}
+spec:
+  providers:
+    - {{name: main, kind: openai, baseUrl: "{}"}}
+  routes:
+    - model: m
+      targets: [{{provider: main, model: big}}]
+"#,
+        upstream.base_url(),
+    );
+    let endpoint = format!("http://{otlp}");
+    let sc = sidecar(
+        &config,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ],
+    )
+    .await;
+    let (status, _, _) = post_json(&sc.url, &chat("m", "hi")).await;
+    assert_eq!(status, 200);
+    let spans = collector.wait_spans(2).await;
+    let server = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| s.kind == SpanKind::Server as i32)
+        .expect("a server span");
+    let attrs = attributes(&server.attributes);
+    assert_eq!(server.name, "chat m");
+    assert_eq!(attrs["gen_ai.response.model"], "big");
+    assert_eq!(attrs["gen_ai.usage.output_tokens"], "7");
+    assert_eq!(attrs["gen_ai.response.finish_reasons"], "[stop]");
+    // A new trace (the app sent no traceparent), and the upstream got its attempt's.
+    assert!(server.parent_span_id.is_empty());
+    let seen = upstream.seen();
+    let got = seen[0].headers["traceparent"].to_str().unwrap();
+    assert!(
+        got.starts_with(&format!("00-{}-", hex(&server.trace_id))),
+        "{got}"
+    );
+    // Still serving after the exports (an export off the runtime used to abort it).
+    let (status, _, _) = post_json(&sc.url, &chat("m", "again")).await;
+    assert_eq!(status, 200);
 }

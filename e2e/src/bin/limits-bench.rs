@@ -9,8 +9,12 @@
 //! drift on a shared machine hits both; medians of the rounds are reported, with each
 //! sidecar's CPU time per request (from `/proc`).
 //!
+//! With `--traces` the second sidecar has no limits but exports a span per request and one
+//! per try (every trace sampled) over OTLP/HTTP to a sink in this process: what tracing
+//! costs on the request path.
+//!
 //! ```text
-//! cargo run --release -p modelroute-e2e --bin limits-bench -- [--rounds 5] [--seconds 5] [--limits all|budgets|rates]
+//! cargo run --release -p modelroute-e2e --bin limits-bench -- [--rounds 5] [--seconds 5] [--limits all|budgets|rates] [--traces]
 //! ```
 
 #![expect(
@@ -25,6 +29,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use modelroute_e2e::fake_upstream;
 use modelroute_e2e::load::{self, Target};
+use modelroute_e2e::otlp_sink;
 use modelroute_e2e::process::{self, ChildGuard};
 use modelroute_e2e::sidecar;
 
@@ -42,6 +47,9 @@ struct Cli {
     /// What the limited sidecar enforces.
     #[arg(long, value_enum, default_value_t = Enforced::All)]
     limits: Enforced,
+    /// Compare against a sidecar that exports traces instead of one that enforces limits.
+    #[arg(long)]
+    traces: bool,
 }
 
 /// The limits of the `limited` sidecar: all of them, or one kind alone (to see what each
@@ -125,16 +133,32 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     let bin = tokio::task::spawn_blocking(move || sidecar::build(&workspace)).await??;
     let (_upstream, upstream) = start_upstream()?;
     let plain_config = sidecar::config(upstream);
-    let limited_config = format!("{plain_config}{}", cli.limits.yaml());
     let mut plain = sidecar::start_with_config(&bin, &plain_config, Some(1))?;
-    let mut limited = sidecar::start_with_config(&bin, &limited_config, Some(1))?;
+    let sink = otlp_sink::start().await?;
+    let (name, mut limited) = if cli.traces {
+        let endpoint = format!("http://{}", sink.addr);
+        let env = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_TRACES_SAMPLER", "always_on"),
+            // Room for a second of spans at saturation, so drops stay the exception.
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "131072"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ];
+        let traced = sidecar::start_with_env(&bin, &plain_config, Some(1), &env)?;
+        ("traced", traced)
+    } else {
+        let limited_config = format!("{plain_config}{}", cli.limits.yaml());
+        let limited = sidecar::start_with_config(&bin, &limited_config, Some(1))?;
+        ("limited", limited)
+    };
     let targets = [
         Target {
             name: "plain",
             addr: plain.addr,
         },
         Target {
-            name: "limited",
+            name,
             addr: limited.addr,
         },
     ];
@@ -178,6 +202,18 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     }
     plain.guard.check_alive()?;
     limited.guard.check_alive()?;
+    if cli.traces {
+        let metrics = load::get_text(limited.admin, "/metrics").await?;
+        let dropped = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("modelroute_spans_dropped_total "))
+            .unwrap_or("?");
+        println!(
+            "spans exported: {} in {} OTLP requests; dropped (queue full): {dropped}",
+            sink.spans_bytes(),
+            sink.requests()
+        );
+    }
     println!(
         "| load | sidecar | p50 µs | p99 µs | req/s | CPU µs/request |\n|---|---|---|---|---|---|"
     );

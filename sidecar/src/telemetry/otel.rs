@@ -6,6 +6,10 @@
 //! spans waiting, default 2048): past it a span is dropped at once and counted in
 //! `modelroute_spans_dropped_total`, so a slow or dead collector costs memory up to the bound
 //! and nothing else.
+//!
+//! The batch processor exports from a plain thread, but both transports need the Tokio
+//! runtime: the gRPC channel is built on it (its tasks live there), and each HTTP export is
+//! spawned onto it ([`OnRuntime`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,7 +17,11 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{ExporterBuildError, Protocol, SpanExporter, WithExportConfig};
+use opentelemetry_http::hyper::HyperClient;
+use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
+use opentelemetry_otlp::{
+    ExporterBuildError, Protocol, SpanExporter, WithExportConfig, WithHttpConfig,
+};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
@@ -23,6 +31,9 @@ use prometheus_client::metrics::counter::Counter;
 
 /// Spans waiting for export when `OTEL_BSP_MAX_QUEUE_SIZE` is unset (the spec's default).
 const DEFAULT_QUEUE: usize = 2048;
+
+/// An export's deadline when `OTEL_EXPORTER_OTLP_TIMEOUT` is unset (the spec's default).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who this process is, for the resource every span carries.
 #[derive(Clone, Debug, Default)]
@@ -54,6 +65,8 @@ pub struct Exporting {
 pub struct Settings {
     pub protocol: Protocol,
     pub queue: usize,
+    /// One export's deadline (`OTEL_EXPORTER_OTLP_TIMEOUT`, milliseconds).
+    pub timeout: Duration,
 }
 
 impl Settings {
@@ -81,12 +94,20 @@ impl Settings {
             .and_then(|v| v.trim().parse().ok())
             .filter(|&n: &usize| n > 0)
             .unwrap_or(DEFAULT_QUEUE);
-        Ok(Some(Self { protocol, queue }))
+        let timeout = set("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+            .or_else(|| set("OTEL_EXPORTER_OTLP_TIMEOUT"))
+            .and_then(|v| v.trim().parse().ok())
+            .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+        Ok(Some(Self {
+            protocol,
+            queue,
+            timeout,
+        }))
     }
 }
 
 /// Builds the tracer that exports this process's spans. Must run inside the Tokio runtime
-/// (the gRPC channel lives on it). `dropped` counts spans refused by the bound.
+/// (exports run on it). `dropped` counts spans refused by the bound.
 pub fn start(
     settings: &Settings,
     identity: &Identity,
@@ -97,6 +118,10 @@ pub fn start(
         _ => SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
+            .with_http_client(OnRuntime {
+                client: Arc::new(HyperClient::with_default_connector(settings.timeout, None)),
+                runtime: tokio::runtime::Handle::current(),
+            })
             .build()?,
     };
     let backlog = Arc::new(Backlog {
@@ -146,6 +171,23 @@ fn resource(identity: &Identity) -> Resource {
                 .map(|(k, v)| KeyValue::new(k, v.clone())),
         )
         .build()
+}
+
+/// An HTTP client whose requests run on the Tokio runtime, whatever thread awaits them.
+#[derive(Debug)]
+struct OnRuntime<C> {
+    client: Arc<C>,
+    runtime: tokio::runtime::Handle,
+}
+
+#[async_trait::async_trait]
+impl<C: HttpClient + 'static> HttpClient for OnRuntime<C> {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let client = self.client.clone();
+        self.runtime
+            .spawn(async move { client.send_bytes(request).await })
+            .await?
+    }
 }
 
 // === impl Exporting ===
@@ -257,20 +299,23 @@ mod tests {
             on,
             Some(Settings {
                 protocol: Protocol::HttpBinary,
-                queue: DEFAULT_QUEUE
+                queue: DEFAULT_QUEUE,
+                timeout: DEFAULT_TIMEOUT,
             })
         );
         let traces_only = settings(&[
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4317"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ("OTEL_BSP_MAX_QUEUE_SIZE", "10"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
         ])
         .unwrap();
         assert_eq!(
             traces_only,
             Some(Settings {
                 protocol: Protocol::Grpc,
-                queue: 10
+                queue: 10,
+                timeout: Duration::from_millis(2500),
             })
         );
         for off in [
