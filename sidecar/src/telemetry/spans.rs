@@ -63,8 +63,9 @@ impl CallSpan {
             "otel.name",
             format!("{} {}", operation_name(operation), request.model),
         );
-        span.set_attribute("gen_ai.request.model", request.model.clone());
-        span.set_attribute("modelroute.route", request.model.clone());
+        let model: std::sync::Arc<str> = request.model.as_str().into();
+        span.set_attribute("gen_ai.request.model", model.clone());
+        span.set_attribute("modelroute.route", model);
         if let Some(max) = request.max_tokens() {
             span.set_attribute("gen_ai.request.max_tokens", int(max));
         }
@@ -95,8 +96,8 @@ impl CallSpan {
             return;
         }
         span.set_attribute("gen_ai.provider.name", provider_name(&target.provider));
-        span.set_attribute("gen_ai.response.model", target.model.to_string());
-        span.set_attribute("modelroute.target", target.label.to_string());
+        span.set_attribute("gen_ai.response.model", target.model.clone());
+        span.set_attribute("modelroute.target", target.label.clone());
         span.set_attribute("modelroute.attempts", i64::from(attempts));
     }
 
@@ -196,8 +197,8 @@ pub fn attempt(
     span.record("otel.name", format!("{name} {}", target.model));
     span.set_attribute("gen_ai.operation.name", name);
     span.set_attribute("gen_ai.provider.name", provider_name(&target.provider));
-    span.set_attribute("gen_ai.request.model", target.model.to_string());
-    span.set_attribute("modelroute.target", target.label.to_string());
+    span.set_attribute("gen_ai.request.model", target.model.clone());
+    span.set_attribute("modelroute.target", target.label.clone());
     span.set_attribute("modelroute.attempt", i64::from(number));
     if retry {
         span.set_attribute("modelroute.retry", true);
