@@ -1,9 +1,9 @@
 //! One module per endpoint; this one routes paths to them and owns the shared steps
 //! (reading a size-limited body, turning errors into responses).
 
-pub mod audit;
 pub mod exchange;
 mod model_call;
+pub mod report;
 pub use model_call::settle;
 mod models;
 pub mod upstream;

@@ -11,8 +11,8 @@ use http::{HeaderMap, HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::audit::{self, Call};
 use super::exchange::Exchange;
+use super::report::{self, Call};
 use super::{decision_headers, json_response, read_body, upstream};
 use crate::App;
 use crate::api::ModelRequest;
@@ -55,7 +55,7 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let dialect = exchange.dialect();
     let unknown: Arc<str> = Arc::from("");
-    let trace_id = audit::trace_id(app, req.headers());
+    let trace_id = report::trace_id(app, req.headers());
     let span = CallSpan::start(exchange.operation(), req.headers());
     let prepared = match prepare(app, req, exchange, model_in).await {
         Ok((route, request, headers)) => limit(app, route, request, headers, exchange)
@@ -74,13 +74,14 @@ pub async fn handle(
                 e.status().as_u16(),
                 started.elapsed().as_secs_f64(),
             );
+            let operation = exchange.operation();
+            let mut call = Call::failed(&alias, &e, operation, false, started, trace_id);
             // Metrics keep unknown names out of their labels; the audit log says what
             // was asked for.
-            let asked = match &e {
-                ProxyError::UnknownModel { model, .. } => Arc::from(model.as_str()),
-                _ => alias.clone(),
-            };
-            audit::record(app, Call::failed(&asked, &e, false, started, trace_id));
+            if let ProxyError::UnknownModel { model, .. } = &e {
+                call.asked = Some(model);
+            }
+            report::finished(app, call);
             span.end(e.status().as_u16(), Some(e.metric_kind()));
             let mut resp = json_response(e.status(), dialect.error_body(&e));
             limits::headers::refused(resp.headers_mut(), &e);
@@ -131,10 +132,12 @@ pub async fn handle(
             span.outcome(usage, cost, None);
             span.finish_reasons(body);
             span.end(status.as_u16(), None);
-            audit::record(
+            report::finished(
                 app,
                 Call {
                     route: &route.alias,
+                    asked: None,
+                    operation: exchange.operation(),
                     target: Some(&answer.target),
                     status: status.as_u16(),
                     error: None,
@@ -164,8 +167,9 @@ pub async fn handle(
                 e.status().as_u16(),
                 started.elapsed().as_secs_f64(),
             );
-            let call = Call::failed(&route.alias, &e, false, started, trace_id);
-            audit::record(app, call);
+            let operation = exchange.operation();
+            let call = Call::failed(&route.alias, &e, operation, false, started, trace_id);
+            report::finished(app, call);
             span.end(e.status().as_u16(), Some(e.metric_kind()));
             json_response(e.status(), dialect.error_body(&e))
         }

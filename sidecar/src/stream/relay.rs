@@ -27,8 +27,8 @@ use crate::config::{Route, Target};
 use crate::cost::{Cost, TokenUsage};
 use crate::dispatch::{self, Success, TryError};
 use crate::error::ProxyError;
-use crate::handler::audit::{self, Call};
 use crate::handler::exchange::Exchange;
+use crate::handler::report::{self, Call};
 use crate::handler::{decision_headers, json_response, upstream};
 use crate::limits::admission::DEFAULT_OUTPUT_RESERVE;
 use crate::limits::{self, Admission};
@@ -539,8 +539,15 @@ async fn fail(
     );
     seen.span
         .end(err.status().as_u16(), Some(err.metric_kind()));
-    let call = Call::failed(&route.alias, &err, true, started, seen.trace_id);
-    audit::record(app, call);
+    let call = Call::failed(
+        &route.alias,
+        &err,
+        Operation::Chat,
+        true,
+        started,
+        seen.trace_id,
+    );
+    report::finished(app, call);
     client.fail(err).await;
 }
 
@@ -617,10 +624,12 @@ fn finish(
     let finish_reason = matches!(end, End::BudgetStop).then_some("length");
     seen.span.outcome(usage, cost, finish_reason);
     seen.span.end(status, error);
-    audit::record(
+    report::finished(
         app,
         Call {
             route: &route.alias,
+            asked: None,
+            operation: Operation::Chat,
             target,
             status,
             error,

@@ -105,6 +105,60 @@ struct ResultLabels {
     result: &'static str,
 }
 
+/// The GenAI conventions' attributes, as Prometheus labels (dots become underscores).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GenAiLabels {
+    gen_ai_operation_name: &'static str,
+    gen_ai_provider_name: &'static str,
+    gen_ai_request_model: Label,
+    gen_ai_response_model: Label,
+    error_type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GenAiTokenLabels {
+    gen_ai_operation_name: &'static str,
+    gen_ai_provider_name: &'static str,
+    gen_ai_request_model: Label,
+    gen_ai_response_model: Label,
+    gen_ai_token_type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GenAiStreamLabels {
+    gen_ai_operation_name: &'static str,
+    gen_ai_provider_name: &'static str,
+    gen_ai_request_model: Label,
+    gen_ai_response_model: Label,
+}
+
+/// A finished model call, for the GenAI metrics.
+#[derive(Debug)]
+pub struct GenAiCall<'a> {
+    /// `gen_ai.operation.name`.
+    pub operation: &'static str,
+    /// `gen_ai.provider.name` of the target that answered ("" when none did).
+    pub provider: &'static str,
+    /// The route alias (never a name from a request that matched no route).
+    pub request_model: &'a Arc<str>,
+    /// The target's model, when one answered.
+    pub response_model: Option<&'a Arc<str>>,
+    /// The error's kind, as in `modelroute_errors_total`.
+    pub error: Option<&'static str>,
+    pub secs: f64,
+    pub usage: Option<crate::cost::TokenUsage>,
+    /// Streams: seconds to the first event the client got.
+    pub ttft: Option<f64>,
+}
+
+/// The metrics the OpenTelemetry GenAI conventions define, under their Prometheus names.
+#[derive(Debug)]
+struct GenAiMetrics {
+    duration: HistogramFamily<GenAiLabels>,
+    tokens: HistogramFamily<GenAiTokenLabels>,
+    ttft: HistogramFamily<GenAiStreamLabels>,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric family of the sidecar.
@@ -134,6 +188,7 @@ pub struct Metrics {
     rate_limited: Family<RateLimitLabels, Counter>,
     budget_spent: Family<LedgerLabels, Gauge<f64, AtomicU64>>,
     budget_remaining: Family<LedgerLabels, Gauge<f64, AtomicU64>>,
+    gen_ai: GenAiMetrics,
 }
 
 // === impl Metrics ===
@@ -170,7 +225,9 @@ impl Metrics {
         let rate_limited = Family::default();
         let budget_spent = Family::default();
         let budget_remaining = Family::default();
+        let gen_ai = GenAiMetrics::new();
         let r = &mut registry;
+        gen_ai.register(r);
         r.register(
             "modelroute_cost_usd",
             "Spend in USD from upstream usage and prices (estimated=true: usage estimated)",
@@ -318,7 +375,13 @@ impl Metrics {
             rate_limited,
             budget_spent,
             budget_remaining,
+            gen_ai,
         }
+    }
+
+    /// A finished model call, in the GenAI metrics.
+    pub fn gen_ai(&self, call: &GenAiCall<'_>) {
+        self.gen_ai.record(call);
     }
 
     /// A request's cost at its target's price.
@@ -522,6 +585,89 @@ fn target_labels(route: &Arc<str>, target: &Arc<str>) -> TargetLabels {
     TargetLabels {
         route: Label(route.clone()),
         target: Label(target.clone()),
+    }
+}
+
+// === impl GenAiMetrics ===
+
+impl GenAiMetrics {
+    fn new() -> Self {
+        Self {
+            duration: Family::new_with_constructor(|| {
+                // The conventions' advised boundaries: 10 ms doubling to 82 s.
+                Histogram::new(exponential_buckets(0.01, 2.0, 14))
+            }),
+            tokens: Family::new_with_constructor(|| {
+                // 1 to 67M tokens, times 4.
+                Histogram::new(exponential_buckets(1.0, 4.0, 14))
+            }),
+            ttft: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
+                    5.0, 7.5, 10.0,
+                ])
+            }),
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "gen_ai_client_operation_duration_seconds",
+            "GenAI operation duration (OpenTelemetry gen_ai.client.operation.duration)",
+            self.duration.clone(),
+        );
+        r.register(
+            "gen_ai_client_token_usage",
+            "Tokens used per operation (OpenTelemetry gen_ai.client.token.usage)",
+            self.tokens.clone(),
+        );
+        r.register(
+            "gen_ai_server_time_to_first_token_seconds",
+            "Streams: time to the first event (OpenTelemetry gen_ai.server.time_to_first_token)",
+            self.ttft.clone(),
+        );
+    }
+
+    fn record(&self, call: &GenAiCall<'_>) {
+        let request_model = Label(call.request_model.clone());
+        let response_model = Label(
+            call.response_model
+                .cloned()
+                .unwrap_or_else(|| Arc::from("")),
+        );
+        let labels = GenAiLabels {
+            gen_ai_operation_name: call.operation,
+            gen_ai_provider_name: call.provider,
+            gen_ai_request_model: request_model.clone(),
+            gen_ai_response_model: response_model.clone(),
+            error_type: call.error.unwrap_or(""),
+        };
+        self.duration.get_or_create(&labels).observe(call.secs);
+        if let Some(usage) = call.usage {
+            for (kind, n) in [
+                ("input", usage.prompt_tokens()),
+                ("output", usage.output_tokens()),
+            ] {
+                let labels = GenAiTokenLabels {
+                    gen_ai_operation_name: call.operation,
+                    gen_ai_provider_name: call.provider,
+                    gen_ai_request_model: request_model.clone(),
+                    gen_ai_response_model: response_model.clone(),
+                    gen_ai_token_type: kind,
+                };
+                #[expect(clippy::cast_precision_loss, reason = "a histogram sample")]
+                self.tokens.get_or_create(&labels).observe(n as f64);
+            }
+        }
+        if let Some(secs) = call.ttft {
+            let labels = GenAiStreamLabels {
+                gen_ai_operation_name: call.operation,
+                gen_ai_provider_name: call.provider,
+                gen_ai_request_model: request_model,
+                gen_ai_response_model: response_model,
+            };
+            self.ttft.get_or_create(&labels).observe(secs);
+        }
     }
 }
 

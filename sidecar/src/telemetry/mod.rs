@@ -1,6 +1,7 @@
 //! Logs, traces, metrics and the audit log.
 
 pub mod audit;
+pub mod genai;
 pub mod metrics;
 pub mod otel;
 pub mod spans;

@@ -5,8 +5,6 @@
 //! listens to: without an exporter they are disabled, and every method here returns after
 //! one branch. Prompt and completion text are never recorded, nor any header.
 
-use std::borrow::Cow;
-
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{Status, TraceContextExt};
@@ -15,12 +13,12 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::genai::{operation_name, provider_name};
 use crate::api::ModelRequest;
 use crate::api::chat::ChunkPeek;
 use crate::config::Target;
 use crate::cost::{Cost, TokenUsage};
-use crate::provider::{Operation, Provider};
-use modelroute_crds::v1alpha1::ProviderKind;
+use crate::provider::Operation;
 
 /// The `tracing` target of modelroute's OpenTelemetry spans (kept out of the log lines).
 pub const TARGET: &str = "modelroute::otel";
@@ -233,37 +231,6 @@ pub fn inject(headers: &mut HeaderMap) {
     if cx.span().span_context().is_valid() {
         TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
     }
-}
-
-fn operation_name(operation: Operation) -> &'static str {
-    match operation {
-        Operation::Chat => "chat",
-        Operation::Embeddings => "embeddings",
-    }
-}
-
-/// `gen_ai.provider.name`: the conventions' well-known value for the provider behind the
-/// endpoint (OpenAI-compatible APIs by their host), else the kind.
-fn provider_name(provider: &Provider) -> Cow<'static, str> {
-    const HOSTS: &[(&str, &str)] = &[
-        ("api.deepseek.com", "deepseek"),
-        ("api.mistral.ai", "mistral_ai"),
-        ("api.groq.com", "groq"),
-        ("api.x.ai", "x_ai"),
-        ("api.perplexity.ai", "perplexity"),
-        ("dashscope", "alibaba.dashscope"),
-    ];
-    let name = match provider.kind {
-        ProviderKind::AzureOpenAi => "azure.ai.openai",
-        ProviderKind::Anthropic => "anthropic",
-        ProviderKind::Gemini => "gcp.gemini",
-        ProviderKind::Mock => "modelroute.mock",
-        ProviderKind::OpenAi => HOSTS
-            .iter()
-            .find(|(host, _)| provider.endpoint.contains(host))
-            .map_or("openai", |(_, name)| name),
-    };
-    Cow::Borrowed(name)
 }
 
 fn int(n: u64) -> i64 {

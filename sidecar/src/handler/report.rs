@@ -1,4 +1,5 @@
-//! What a finished model call tells the audit log (telemetry/audit.rs writes it).
+//! What a finished model call reports: the GenAI metrics and the audit log
+//! (telemetry/audit.rs writes it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,12 +11,19 @@ use crate::config::Target;
 use crate::cost::{Cost, TokenUsage};
 use crate::error::ProxyError;
 use crate::limits::headers::usd;
+use crate::provider::Operation;
 use crate::telemetry::audit::Record;
+use crate::telemetry::genai;
+use crate::telemetry::metrics::GenAiCall;
 
 /// One finished call, as its handler knows it.
 #[derive(Debug)]
 pub struct Call<'a> {
     pub route: &'a Arc<str>,
+    /// The model the client named when no route has it: for the audit log only, since
+    /// metrics never take a label from a request.
+    pub asked: Option<&'a str>,
+    pub operation: Operation,
     /// The target that answered.
     pub target: Option<&'a Target>,
     pub status: u16,
@@ -36,12 +44,15 @@ impl<'a> Call<'a> {
     pub fn failed(
         route: &'a Arc<str>,
         err: &ProxyError,
+        operation: Operation,
         stream: bool,
         started: Instant,
         trace_id: Option<String>,
     ) -> Self {
         Call {
             route,
+            asked: None,
+            operation,
             target: None,
             status: err.status().as_u16(),
             error: Some(err.metric_kind()),
@@ -56,15 +67,27 @@ impl<'a> Call<'a> {
     }
 }
 
-/// Queues the audit record of `call` (nothing when no audit log is configured).
-pub fn record(app: &App, call: Call<'_>) {
+/// Reports `call`: the GenAI metrics, and the audit record when an audit log is configured.
+pub fn finished(app: &App, call: Call<'_>) {
+    app.metrics.gen_ai(&GenAiCall {
+        operation: genai::operation_name(call.operation),
+        provider: call
+            .target
+            .map_or("", |t| genai::provider_name(&t.provider)),
+        request_model: call.route,
+        response_model: call.target.map(|t| &t.model),
+        error: call.error,
+        secs: call.started.elapsed().as_secs_f64(),
+        usage: call.usage,
+        ttft: call.ttft.map(|d| d.as_secs_f64()),
+    });
     let Some(log) = &app.audit else { return };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let record = Record {
         time: String::new(),
         namespace: app.namespace.clone(),
         pod: app.pod.clone(),
-        route: call.route.clone(),
+        route: call.asked.map_or_else(|| call.route.clone(), Arc::from),
         target: call.target.map(|t| t.label.clone()),
         provider: call.target.map(|t| t.provider.name.clone()),
         model: call.target.map(|t| t.model.clone()),

@@ -1,5 +1,6 @@
-//! The audit log through the real server: one JSON line per model call, bodies redacted,
-//! the client's trace id, and nothing of the provider's key.
+//! Observability through the real server: the audit log (one JSON line per model call,
+//! bodies redacted, the client's trace id, nothing of the provider's key) and the GenAI
+//! metrics, scraped and parsed as Prometheus text.
 
 #![allow(
     clippy::unwrap_used,
@@ -42,15 +43,9 @@ async fn lines(path: &std::path::Path, n: usize) -> Vec<Value> {
     }
 }
 
-#[tokio::test]
-async fn every_call_is_one_json_line_with_who_what_and_cost() {
-    let text = FakeUpstream::start(Reply::Text("ok".into())).await;
-    let streamed = FakeUpstream::start(Reply::Stream {
-        pieces: vec!["Hel".into(), "lo".into()],
-        delay: Duration::from_millis(5),
-    })
-    .await;
-    let config = format!(
+/// Route `m` (unary, priced) on `text` and route `s` (streamed) on `streamed`.
+fn shop(text: &FakeUpstream, streamed: &FakeUpstream) -> String {
+    format!(
         r#"apiVersion: modelroute.dev/v1alpha1
 kind: ModelRoute
 metadata: {{name: shop, namespace: team-a}}
@@ -68,7 +63,18 @@ spec:
 "#,
         text.base_url(),
         streamed.base_url(),
-    );
+    )
+}
+
+#[tokio::test]
+async fn every_call_is_one_json_line_with_who_what_and_cost() {
+    let text = FakeUpstream::start(Reply::Text("ok".into())).await;
+    let streamed = FakeUpstream::start(Reply::Stream {
+        pieces: vec!["Hel".into(), "lo".into()],
+        delay: Duration::from_millis(5),
+    })
+    .await;
+    let config = shop(&text, &streamed);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("route.yaml"), config).unwrap();
     let audit_file = dir.path().join("audit.jsonl");
@@ -192,4 +198,101 @@ spec:
     assert!(records[0].get("response_body").is_none());
     let text = std::fs::read_to_string(&audit_file).unwrap();
     assert!(!text.contains("private prompt") && !text.contains("secret answer"));
+}
+
+#[tokio::test]
+async fn gen_ai_metrics_count_what_was_asked_of_whom() {
+    let text = FakeUpstream::start(Reply::Text("ok".into())).await;
+    let streamed = FakeUpstream::start(Reply::Stream {
+        pieces: vec!["Hel".into(), "lo".into()],
+        delay: Duration::from_millis(5),
+    })
+    .await;
+    let sc = Sidecar::start(&shop(&text, &streamed)).await;
+    for _ in 0..2 {
+        let (status, _, _) = post_json(&sc.chat_url(), &chat("m", "hi")).await;
+        assert_eq!(status, 200);
+    }
+    let stream = post_stream(&sc.chat_url(), &chat_stream("s", "hi")).await;
+    assert_eq!(stream.content(), "Hello");
+    let (status, _, _) = post_json(&sc.chat_url(), &chat("no-such-model", "hi")).await;
+    assert_eq!(status, 404);
+    // The stream's call is reported when its task ends.
+    let streamed_labels = [
+        ("gen_ai_operation_name", "chat"),
+        ("gen_ai_provider_name", "openai"),
+        ("gen_ai_request_model", "s"),
+        ("gen_ai_response_model", "fast"),
+    ];
+    for _ in 0..100 {
+        let n = sc
+            .metric(
+                "gen_ai_client_operation_duration_seconds_count",
+                &streamed_labels,
+            )
+            .await;
+        if n >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let unary = [
+        ("gen_ai_operation_name", "chat"),
+        ("gen_ai_provider_name", "openai"),
+        ("gen_ai_request_model", "m"),
+        ("gen_ai_response_model", "big"),
+    ];
+    let with = |extra: (&'static str, &'static str)| {
+        let mut labels = unary.to_vec();
+        labels.push(extra);
+        labels
+    };
+    let duration = "gen_ai_client_operation_duration_seconds_count";
+    assert_eq!(sc.metric(duration, &with(("error_type", ""))).await, 2.0);
+    // The fake answers 5 prompt and 7 completion tokens.
+    let tokens = "gen_ai_client_token_usage_sum";
+    assert_eq!(
+        sc.metric(tokens, &with(("gen_ai_token_type", "input")))
+            .await,
+        10.0
+    );
+    assert_eq!(
+        sc.metric(tokens, &with(("gen_ai_token_type", "output")))
+            .await,
+        14.0
+    );
+    let count = "gen_ai_client_token_usage_count";
+    assert_eq!(
+        sc.metric(count, &with(("gen_ai_token_type", "output")))
+            .await,
+        2.0
+    );
+
+    // The stream: 11 prompt tokens, one completion token per piece, and its first token.
+    assert_eq!(sc.metric(duration, &streamed_labels).await, 1.0);
+    let mut input = streamed_labels.to_vec();
+    input.push(("gen_ai_token_type", "input"));
+    assert_eq!(sc.metric(tokens, &input).await, 11.0);
+    let ttft = "gen_ai_server_time_to_first_token_seconds_count";
+    assert_eq!(sc.metric(ttft, &streamed_labels).await, 1.0);
+    assert_eq!(
+        sc.metric(ttft, &unary).await,
+        0.0,
+        "unary calls have no first token"
+    );
+
+    // The unknown model is counted, under no model label: names from requests never
+    // become labels.
+    let unknown = [
+        ("gen_ai_request_model", ""),
+        ("gen_ai_provider_name", ""),
+        ("error_type", "unknown_model"),
+    ];
+    assert_eq!(sc.metric(duration, &unknown).await, 1.0);
+    let text = get_text(&format!("{}/metrics", sc.admin)).await;
+    assert!(
+        !text.contains("no-such-model"),
+        "a request's model became a label"
+    );
 }
