@@ -58,3 +58,9 @@ def namespace_rules(fullname: str, tls_mode: str) -> set[tuple[str, str, str, st
             ("", "secrets", "update", f"{fullname}-tls"),
         }
     return rules
+
+
+# How the webhook marks an injected pod, and the name of the sidecar's admin port: the
+# sidecars' PodMonitor selects and scrapes by these (operator/src/inject/).
+INJECTED_LABEL = ("modelroute.dev/injected", "true")
+SIDECAR_ADMIN_PORT = "mr-admin"

@@ -63,6 +63,12 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "sidecar": {"port": 5000, "adminPort": 5001},
     },
     "native-sidecar-never": {"sidecar": {"nativeSidecar": "never"}},
+    "monitoring": {
+        "monitoring": {
+            "podMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "kube-prometheus-stack"}},
+            "grafanaDashboard": {"enabled": True, "namespace": "monitoring"},
+        }
+    },
     "everything-set": {
         "images": {
             "operator": {"repository": "registry.example/op", "tag": "dev", "pullPolicy": "Always"},

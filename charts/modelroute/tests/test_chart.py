@@ -32,6 +32,8 @@ def test_lints_clean(scenario: str, kube: str) -> None:
 
 
 CERT_MANAGER_KINDS = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "Certificate")}
+# The Prometheus Operator's CRD; test_monitoring.py checks these.
+MONITORING_KINDS = {("monitoring.coreos.com/v1", "PodMonitor")}
 
 
 @pytest.mark.parametrize("kube", KUBES)
@@ -42,6 +44,8 @@ def test_every_manifest_is_valid_kubernetes(chart: helm_python.Chart, scenario: 
     for obj in rendered.objects:
         if (obj["apiVersion"], obj["kind"]) in CERT_MANAGER_KINDS:
             continue  # cert-manager's CRDs; test_cert_manager_mode checks these
+        if (obj["apiVersion"], obj["kind"]) in MONITORING_KINDS:
+            continue
         # strict: an unknown or misplaced field is an error, as with kubectl --validate=strict
         kubernetes_validate.validate(obj, KUBES[kube].schemas, strict=True)
         assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
@@ -141,7 +145,11 @@ def test_chart_metadata(chart: helm_python.Chart) -> None:
 
 def test_package_holds_only_the_chart(chart: helm_python.Chart) -> None:
     # .helmignore keeps these tests (and their caches) out of `helm package`.
-    assert {f["name"] for f in chart.files} == {".helmignore", "crds/modelroute.dev_modelroutes.yaml"}
+    assert {f["name"] for f in chart.files} == {
+        ".helmignore",
+        "crds/modelroute.dev_modelroutes.yaml",
+        "dashboards/modelroute.json",
+    }
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
