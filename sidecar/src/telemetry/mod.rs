@@ -20,9 +20,19 @@ pub enum LogFormat {
 /// model-call spans exported through OpenTelemetry. `filter` is an `EnvFilter` directive
 /// such as `info` or `modelroute_sidecar=debug` for the log lines; `RUST_LOG` overrides it.
 pub fn init(format: LogFormat, filter: &str, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) {
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    // A second init (tests start several sidecars in one process) is harmless.
+    let _ = subscriber(format, filter, tracer).try_init();
+}
+
+/// The subscriber [`init`] installs.
+fn subscriber(
+    format: LogFormat,
+    filter: &str,
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+) -> Box<dyn tracing::Subscriber + Send + Sync> {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
 
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
@@ -39,28 +49,56 @@ pub fn init(format: LogFormat, filter: &str, tracer: Option<opentelemetry_sdk::t
         LogFormat::Text => lines.boxed(),
         LogFormat::Json => lines.json().flatten_event(true).boxed(),
     };
-    let spans = tracer.map(|tracer| {
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_level(false)
-            // Busy and idle time would cost two clock reads on every poll of a request.
-            .with_tracked_inactivity(false)
-            .with_filter(
-                tracing_subscriber::filter::Targets::new()
-                    .with_target(spans::TARGET, tracing::Level::INFO),
-            )
-    });
-    // A second init (tests start several sidecars in one process) is harmless.
-    let _ = tracing_subscriber::registry()
-        .with(lines.with_filter(filter))
-        .with(spans)
-        .try_init();
+    let logs = tracing_subscriber::registry().with(lines.with_filter(filter));
+    // Without a tracer there must be no span layer at all, not an empty one: an absent
+    // (`None`) layer counts as interested, and every model call would then create, enter
+    // and look up a span that nobody records.
+    let Some(tracer) = tracer else {
+        return Box::new(logs);
+    };
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_level(false)
+        // Busy and idle time would cost two clock reads on every poll of a request.
+        .with_tracked_inactivity(false)
+        .with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_target(spans::TARGET, tracing::Level::INFO),
+        );
+    Box::new(logs.with(spans))
 }
 
 /// [`init`] without traces.
 pub fn init_logging(format: LogFormat, filter: &str) {
     init(format, filter, None);
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::TracerProvider as _;
+
+    use super::*;
+    use crate::provider::Operation;
+
+    fn call_span_is_live(tracer: Option<opentelemetry_sdk::trace::SdkTracer>) -> bool {
+        let subscriber = subscriber(LogFormat::Text, "info", tracer);
+        tracing::subscriber::with_default(subscriber, || {
+            !spans::CallSpan::start(Operation::Chat, &http::HeaderMap::new())
+                .span()
+                .is_disabled()
+        })
+    }
+
+    #[test]
+    fn model_call_spans_exist_only_when_exported() {
+        assert!(
+            !call_span_is_live(None),
+            "spans were created with traces off"
+        );
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        assert!(call_span_is_live(Some(provider.tracer("test"))));
+    }
 }
