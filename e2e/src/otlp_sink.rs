@@ -1,10 +1,12 @@
 //! An OTLP/HTTP receiver that accepts every export and keeps only counts: the cheapest
-//! collector there is, so a benchmark measures the sidecar's side of tracing.
+//! collector there is, so a benchmark measures the sidecar's side of tracing. It can also
+//! play a slow collector, answering each export only after a delay.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -37,8 +39,8 @@ impl OtlpSink {
     }
 }
 
-/// Starts the sink on a loopback port.
-pub async fn start() -> anyhow::Result<OtlpSink> {
+/// Starts the sink on a loopback port; it answers each export after `delay`.
+pub async fn start(delay: Duration) -> anyhow::Result<OtlpSink> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let counts = Arc::new(Counts::default());
@@ -47,7 +49,7 @@ pub async fn start() -> anyhow::Result<OtlpSink> {
         while let Ok((stream, _)) = listener.accept().await {
             let counts = shared.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| receive(counts.clone(), req));
+                let service = service_fn(move |req| receive(counts.clone(), req, delay));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -61,7 +63,9 @@ pub async fn start() -> anyhow::Result<OtlpSink> {
 async fn receive(
     counts: Arc<Counts>,
     req: Request<hyper::body::Incoming>,
+    delay: Duration,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    tokio::time::sleep(delay).await;
     let n = req
         .into_body()
         .collect()

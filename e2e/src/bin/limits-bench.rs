@@ -14,7 +14,7 @@
 //! costs on the request path.
 //!
 //! ```text
-//! cargo run --release -p modelroute-e2e --bin limits-bench -- [--rounds 5] [--seconds 5] [--limits all|budgets|rates] [--traces]
+//! cargo run --release -p modelroute-e2e --bin limits-bench -- [--rounds 5] [--seconds 5] [--limits all|budgets|rates] [--traces [--collector-delay-ms N]]
 //! ```
 
 #![expect(
@@ -50,6 +50,10 @@ struct Cli {
     /// Compare against a sidecar that exports traces instead of one that enforces limits.
     #[arg(long)]
     traces: bool,
+    /// With --traces: the collector answers each export only after this many milliseconds
+    /// (a slow or overloaded collector).
+    #[arg(long, default_value_t = 0)]
+    collector_delay_ms: u64,
 }
 
 /// The limits of the `limited` sidecar: all of them, or one kind alone (to see what each
@@ -134,7 +138,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     let (_upstream, upstream) = start_upstream()?;
     let plain_config = sidecar::config(upstream);
     let mut plain = sidecar::start_with_config(&bin, &plain_config, Some(1))?;
-    let sink = otlp_sink::start().await?;
+    let sink = otlp_sink::start(Duration::from_millis(cli.collector_delay_ms)).await?;
     let (name, mut limited) = if cli.traces {
         let endpoint = format!("http://{}", sink.addr);
         let env = [
