@@ -274,6 +274,15 @@ async fn gen_ai_metrics_count_what_was_asked_of_whom() {
     let mut input = streamed_labels.to_vec();
     input.push(("gen_ai_token_type", "input"));
     assert_eq!(sc.metric(tokens, &input).await, 11.0);
+    // Every byte the client got of the stream is counted.
+    let streamed_bytes: usize = stream.chunks.iter().map(|(_, b)| b.len()).sum();
+    let counted = sc
+        .metric(
+            "modelroute_stream_bytes_total",
+            &[("route", "s"), ("target", "streamer/fast")],
+        )
+        .await;
+    assert_eq!(counted, streamed_bytes as f64);
     let ttft = "gen_ai_server_time_to_first_token_seconds_count";
     assert_eq!(sc.metric(ttft, &streamed_labels).await, 1.0);
     assert_eq!(

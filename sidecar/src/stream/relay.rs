@@ -374,6 +374,8 @@ async fn relay(
     let mut translated = Vec::new();
     let mut upstream_ended = false;
     let mut first_sent = false;
+    // Looked up once per stream; each event is then one atomic add.
+    let bytes_sent = app.metrics.stream_bytes(&route.alias, &target.label);
     let mut last_upstream = Instant::now();
     let mut last_client = Instant::now();
     loop {
@@ -485,9 +487,11 @@ async fn relay(
             Step::BudgetStop(b) => (b, Some(End::BudgetStop)),
         };
         seen.capture(&bytes);
+        let len = bytes.len() as u64;
         if !client.send(bytes).await {
             return End::ClientGone;
         }
+        bytes_sent.inc_by(len);
         last_client = Instant::now();
         if !first_sent {
             first_sent = true;

@@ -175,6 +175,7 @@ pub struct Metrics {
     tokens: Family<TokenLabels, Counter>,
     circuit: Family<CircuitLabels, Gauge>,
     streams_active: Gauge,
+    stream_bytes: Family<TargetLabels, Counter>,
     audit_dropped: Counter,
     config_version: Gauge,
     config_reloads: Family<ResultLabels, Counter>,
@@ -212,6 +213,7 @@ impl Metrics {
         let tokens = Family::default();
         let circuit = Family::default();
         let streams_active = Gauge::default();
+        let stream_bytes = Family::default();
         let audit_dropped = Counter::default();
         let config_version = Gauge::default();
         let config_reloads = Family::default();
@@ -316,6 +318,11 @@ impl Metrics {
             streams_active.clone(),
         );
         r.register(
+            "modelroute_stream_bytes",
+            "Streams: bytes of events sent to clients",
+            stream_bytes.clone(),
+        );
+        r.register(
             "modelroute_audit_dropped",
             "Audit records dropped because the writer fell behind (a full queue)",
             audit_dropped.clone(),
@@ -362,6 +369,7 @@ impl Metrics {
             tokens,
             circuit,
             streams_active,
+            stream_bytes,
             audit_dropped,
             config_version,
             config_reloads,
@@ -471,6 +479,13 @@ impl Metrics {
                 kind,
             })
             .inc();
+    }
+
+    /// The counter of bytes streamed to clients for `route` served by `target`.
+    pub fn stream_bytes(&self, route: &Arc<str>, target: &Arc<str>) -> Counter {
+        self.stream_bytes
+            .get_or_create(&target_labels(route, target))
+            .clone()
     }
 
     pub fn ttft(&self, route: &Arc<str>, target: &Arc<str>, secs: f64) {
