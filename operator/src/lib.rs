@@ -109,6 +109,8 @@ pub struct Options {
     pub admin_listen: SocketAddr,
     pub tls: TlsSource,
     pub drain_timeout: Duration,
+    /// Counts spans the exporter dropped (shared with it; see `modelroute_otel`).
+    pub spans_dropped: prometheus_client::metrics::counter::Counter,
 }
 
 /// A started operator.
@@ -199,7 +201,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     let (index, world) = Index::new();
     let index = Arc::new(index);
     let registry = Arc::new(Registry::default());
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_spans_dropped(options.spans_dropped.clone()));
     let store = match (&options.source, &client) {
         (SourceOptions::Files { ledger_file, .. }, _) => match ledger_file {
             Some(path) => ledger::Store::File(path.clone()),

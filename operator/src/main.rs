@@ -9,23 +9,40 @@ use modelroute_operator::inject::InjectConfig;
 use modelroute_operator::{
     KubernetesOptions, LeaseOptions, Options, SecretTls, SourceOptions, TlsSource, tls,
 };
+use modelroute_otel as otel;
+use opentelemetry_sdk::trace::SdkTracer;
+use prometheus_client::metrics::counter::Counter;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(&args.log, &args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
+            init_logging(&args.log, &args.log_format, None);
             tracing::error!(error = %e, "cannot start the runtime");
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
-        let started = match options(&args) {
+    let spans_dropped = Counter::default();
+    // The OTLP gRPC channel lives on the runtime.
+    let exporting = runtime.block_on(async {
+        let (tracer, exporting, problem) = match traces(&args, &spans_dropped) {
+            Ok(Some((tracer, exporting))) => (Some(tracer), Some(exporting), None),
+            Ok(None) => (None, None, None),
+            Err(e) => (None, None, Some(e)),
+        };
+        init_logging(&args.log, &args.log_format, tracer);
+        if let Some(e) = problem {
+            tracing::error!(error = %e, "traces are off");
+        }
+        exporting
+    });
+    let code = runtime.block_on(async {
+        let started = match options(&args, spans_dropped) {
             Ok(options) => modelroute_operator::start(options)
                 .await
                 .map_err(anyhow::Error::from),
@@ -41,10 +58,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    if let Some(exporting) = exporting {
+        exporting.shutdown();
+    }
+    code
 }
 
-fn options(args: &Args) -> anyhow::Result<Options> {
+fn options(args: &Args, spans_dropped: Counter) -> anyhow::Result<Options> {
     let tls = match (
         &args.tls_cert,
         &args.tls_key,
@@ -112,20 +133,54 @@ fn options(args: &Args) -> anyhow::Result<Options> {
         admin_listen: args.admin_listen,
         tls,
         drain_timeout: args.drain_timeout.into(),
+        spans_dropped,
     })
 }
 
-fn init_logging(level: &str, format: &str) {
+/// The span exporter from the `OTEL_*` environment; `None` when traces are off.
+fn traces(
+    args: &Args,
+    dropped: &Counter,
+) -> Result<Option<(SdkTracer, otel::Exporting)>, otel::OtelError> {
+    let Some(settings) = otel::Settings::from_env(|name| std::env::var(name).ok())? else {
+        return Ok(None);
+    };
+    let identity = otel::Identity {
+        service: "modelroute-operator",
+        pod: args.identity.clone(),
+        namespace: args.namespace.clone(),
+        node: std::env::var("NODE_NAME").unwrap_or_default(),
+        service_account: std::env::var("POD_SERVICE_ACCOUNT").unwrap_or_default(),
+    };
+    otel::start(&settings, &identity, dropped.clone()).map(Some)
+}
+
+/// Log lines on stderr and, with a tracer, the spans exported through OpenTelemetry.
+fn init_logging(level: &str, format: &str, tracer: Option<SdkTracer>) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // The spans are for the exporter; in log lines they would only be noise.
+    let filter = match format!("{}=off", otel::TARGET).parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if format == "json" {
-        builder.json().init();
+    let lines = if format == "json" {
+        lines.json().boxed()
     } else {
-        builder.init();
-    }
+        lines.boxed()
+    };
+    let logs = tracing_subscriber::registry().with(lines.with_filter(filter));
+    // No span layer at all without a tracer (see `modelroute_otel::layer`).
+    let _ = match tracer {
+        Some(tracer) => logs.with(otel::layer(tracer)).try_init(),
+        None => logs.try_init(),
+    };
 }
 
 /// SIGTERM (the kubelet) or Ctrl-C.

@@ -98,7 +98,18 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        Self::with_spans_dropped(Counter::default())
+    }
+
+    /// Metrics whose `modelroute_operator_spans_dropped_total` is `spans_dropped`, the
+    /// counter the span exporter (started before the operator) already holds.
+    pub fn with_spans_dropped(spans_dropped: Counter) -> Self {
         let mut registry = Registry::with_prefix("modelroute_operator");
+        registry.register(
+            "spans_dropped",
+            "Trace spans dropped because the OTLP exporter fell behind (a full queue)",
+            spans_dropped,
+        );
         let connected = Gauge::default();
         registry.register(
             "sidecars_connected",

@@ -477,3 +477,45 @@ async fn wait_for<T>(_op: &TestOperator, mut f: impl FnMut() -> Option<T>) -> T 
     }
     panic!("condition not met within 5s");
 }
+
+#[tokio::test]
+async fn a_push_carries_its_trace_to_the_sidecar() {
+    let (subscriber, kept) = modelroute_otel::testing::subscriber();
+    // This test's thread only (its runtime is single-threaded): other tests stay untraced.
+    let _traced = tracing::subscriber::set_default(subscriber);
+
+    let op = TestOperator::start(Authenticator::static_token(STATIC_TOKEN)).await;
+    let version = op.update(ROUTES, &secrets(&[]), BTreeMap::new());
+    let mut session = op.connect(hello(STATIC_TOKEN, "shop", "x")).await.unwrap();
+    let snapshot = session.snapshot().await;
+    let parts: Vec<&str> = snapshot.traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "no traceparent: {:?}", snapshot.traceparent);
+
+    // The span it names is the exported push of this snapshot (ended after the send).
+    let mut pushes = kept.named("push snapshot");
+    for _ in 0..100 {
+        if !pushes.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        pushes = kept.named("push snapshot");
+    }
+    let push = pushes.pop().expect("a push span");
+    assert_eq!(push.span_context.trace_id().to_string(), parts[1]);
+    assert_eq!(push.span_context.span_id().to_string(), parts[2]);
+    assert_eq!(push.span_kind, opentelemetry::trace::SpanKind::Producer);
+    let version_attr = push
+        .attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == "modelroute.snapshot.version")
+        .map(|kv| kv.value.to_string());
+    assert_eq!(version_attr, Some(version.to_string()));
+}
+
+#[tokio::test]
+async fn without_traces_a_snapshot_carries_no_traceparent() {
+    let op = TestOperator::start(Authenticator::static_token(STATIC_TOKEN)).await;
+    op.update(ROUTES, &secrets(&[]), BTreeMap::new());
+    let mut session = op.connect(hello(STATIC_TOKEN, "shop", "x")).await.unwrap();
+    assert_eq!(session.snapshot().await.traceparent, "");
+}

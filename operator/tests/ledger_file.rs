@@ -45,6 +45,7 @@ async fn start(dir: &Path, issued: &tls::Issued) -> Running {
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         tls: TlsSource::Fixed(issued.serving.clone()),
         drain_timeout: Duration::from_secs(2),
+        spans_dropped: Default::default(),
     })
     .await
     .expect("the operator starts")

@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use modelroute_otel as otel;
 use modelroute_sidecar::cli::Args;
-use modelroute_sidecar::telemetry::{self, otel};
+use modelroute_sidecar::telemetry;
 use prometheus_client::metrics::counter::Counter;
 
 fn main() -> ExitCode {

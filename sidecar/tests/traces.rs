@@ -162,9 +162,14 @@ async fn sidecar(config: &str, env: &[(&str, &str)]) -> Process {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("route.yaml");
     std::fs::write(&path, config).unwrap();
+    let source = vec!["--config".to_string(), path.display().to_string()];
+    spawn(dir, &source, env).await
+}
+
+/// The sidecar binary with `source` (its config flags) and `env`, on loopback ports.
+async fn spawn(dir: tempfile::TempDir, source: &[String], env: &[(&str, &str)]) -> Process {
     let mut child = Command::new(env!("CARGO_BIN_EXE_modelroute-sidecar"))
-        .arg("--config")
-        .arg(&path)
+        .args(source)
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(["--pod-name", "web-1", "--pod-namespace", "team-a"])
         .envs(env.iter().copied())
@@ -445,4 +450,53 @@ spec:
     // Still serving after the exports (an export off the runtime used to abort it).
     let (status, _, _) = post_json(&sc.url, &chat("m", "again")).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_pushed_snapshot_is_applied_in_the_operators_trace() {
+    use support::fake_operator::{Answer, FakeOperator, resource, snapshot};
+    let (collector, otlp) = Collector::start().await;
+    let op = FakeOperator::start().await;
+    let route = support::harness::route_yaml(
+        "    - {name: mock, kind: mock}",
+        "    - model: m\n      targets: [{provider: mock, model: small}]",
+    );
+    let mut pushed = snapshot(1, vec![resource("team-a", &route, &[])]);
+    // What the operator's push span puts in the snapshot when it exports traces.
+    pushed.traceparent = format!("00-{TRACE_ID}-{APP_SPAN}-01");
+    op.push(pushed);
+
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "tok-1\n").unwrap();
+    let source = [
+        "--operator".to_string(),
+        op.url(),
+        "--token-file".to_string(),
+        token.display().to_string(),
+    ];
+    let endpoint = format!("http://{otlp}");
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+    ];
+    let _sc = spawn(dir, &source, &otel).await;
+    assert!(matches!(op.answer_to(1).await, Answer::Ack(_)));
+
+    let spans = collector.wait_spans(1).await;
+    let apply = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| s.name == "apply snapshot")
+        .expect("an apply span");
+    assert_eq!(apply.kind, SpanKind::Consumer as i32);
+    assert_eq!(hex(&apply.trace_id), TRACE_ID, "the push's trace continues");
+    assert_eq!(
+        hex(&apply.parent_span_id),
+        APP_SPAN,
+        "the push is its parent"
+    );
+    let attrs = attributes(&apply.attributes);
+    assert_eq!(attrs["modelroute.snapshot.version"], "1");
+    assert_eq!(attrs["modelroute.snapshot.result"], "ack");
 }

@@ -10,7 +10,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::{Api, Resource};
 use modelroute_crds::{ModelRoute, ModelRouteStatus};
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, debug, info, warn};
 
 use super::Context;
 use super::conditions::{self, Observed, READY};
@@ -46,7 +46,19 @@ pub async fn reconcile(
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     let key = key_of(route.meta());
-    let result = write_status(&key, &route, &ctx).await;
+    let span = tracing::info_span!(
+        target: modelroute_otel::TARGET,
+        "reconcile ModelRoute",
+        k8s.namespace.name = %key.namespace,
+        modelroute.name = %key.name,
+        otel.status_code = tracing::field::Empty,
+    );
+    let result = write_status(&key, &route, &ctx)
+        .instrument(span.clone())
+        .await;
+    if result.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
     ctx.metrics.reconciled(result.is_ok());
     if result.is_ok() {
         ctx.succeeded(&key);

@@ -156,6 +156,9 @@ fn status_apply(ns: &str, name: &str) -> Scenario {
 
 #[tokio::test]
 async fn valid_route_gets_ready_with_generation_and_route_count() {
+    let (subscriber, spans) = modelroute_otel::testing::subscriber();
+    // This test's thread only (its runtime is single-threaded).
+    let _traced = tracing::subscriber::set_default(subscriber);
     let mut fx = Fixture::new();
     let r = route("team-a", "chat", 3, KEYED);
     fx.index
@@ -174,6 +177,18 @@ async fn valid_route_gets_ready_with_generation_and_route_count() {
     assert_eq!(action, Action::requeue(reconcile::RESYNC));
     // The key never appears in status.
     assert!(!serde_json::to_string(&status).unwrap().contains("sk-test"));
+    // The reconcile is a span naming the ModelRoute.
+    let [span] = &spans.named("reconcile ModelRoute")[..] else {
+        panic!("one reconcile span");
+    };
+    let attr = |key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    };
+    assert_eq!(attr("k8s.namespace.name").as_deref(), Some("team-a"));
+    assert_eq!(attr("modelroute.name").as_deref(), Some("chat"));
 }
 
 #[tokio::test]

@@ -32,6 +32,8 @@ pub fn cut(world: &World, namespace: &str, labels: &Labels) -> Cut {
             version: world.version,
             hash,
             resources: selected.iter().map(|p| p.resource.clone()).collect(),
+            // Set per send, from that push's span.
+            traceparent: String::new(),
         },
     }
 }

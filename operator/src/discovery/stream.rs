@@ -142,8 +142,18 @@ impl Session {
                 .as_ref()
                 .is_none_or(|s| s.cut.snapshot.hash != cut.snapshot.hash)
             {
+                // The sidecar's apply continues this span's trace (the snapshot carries it).
+                let span = tracing::info_span!(
+                    target: modelroute_otel::TARGET,
+                    "push snapshot",
+                    otel.kind = "producer",
+                    modelroute.sidecar = %self.identity.pod,
+                    modelroute.snapshot.version = cut.snapshot.version,
+                );
+                let mut snapshot = cut.snapshot.clone();
+                snapshot.traceparent = modelroute_otel::traceparent(&span);
                 let message = OperatorMessage {
-                    message: Some(operator_message::Message::Snapshot(cut.snapshot.clone())),
+                    message: Some(operator_message::Message::Snapshot(snapshot)),
                 };
                 if self.tx.send(Ok(message)).await.is_err() {
                     break Ok(());

@@ -114,8 +114,20 @@ impl Webhook {
             }
         };
         let ca = self.certs.ca_pem();
+        let span = tracing::info_span!(
+            target: modelroute_otel::TARGET,
+            "admission review",
+            otel.kind = "server",
+            modelroute.webhook.outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
         // Pure CPU work of microseconds: no need to leave the connection's task.
-        let reviewed = review::review(&body, scope, &self.injector, ca.as_deref());
+        let reviewed =
+            span.in_scope(|| review::review(&body, scope, &self.injector, ca.as_deref()));
+        span.record("modelroute.webhook.outcome", reviewed.outcome);
+        if reviewed.outcome == "error" {
+            span.record("otel.status_code", "ERROR");
+        }
         self.metrics
             .webhook_review(reviewed.outcome, started.elapsed());
         reply(reviewed.status, "application/json", reviewed.body)

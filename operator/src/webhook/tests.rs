@@ -520,6 +520,9 @@ async fn served_over_https() {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
 
+    let (subscriber, spans) = modelroute_otel::testing::subscriber();
+    // This test's thread only (its runtime is single-threaded).
+    let _traced = tracing::subscriber::set_default(subscriber);
     let issued = crate::tls::generate(&["localhost".into()]).unwrap();
     let certs = crate::tls::CertStore::new(issued.serving.clone()).unwrap();
     let webhook = super::Webhook {
@@ -590,6 +593,18 @@ async fn served_over_https() {
         text.contains("modelroute_operator_webhook_reviews_total{outcome=\"malformed\"} 2"),
         "{text}"
     );
+    // Each review that was read is a server span with its outcome.
+    let outcomes: Vec<String> = spans
+        .named("admission review")
+        .iter()
+        .filter_map(|s| {
+            s.attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == "modelroute.webhook.outcome")
+                .map(|kv| kv.value.to_string())
+        })
+        .collect();
+    assert_eq!(outcomes, ["injected", "malformed"]);
     stop.cancel();
     server.await.unwrap();
 }

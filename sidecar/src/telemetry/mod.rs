@@ -3,7 +3,6 @@
 pub mod audit;
 pub mod genai;
 pub mod metrics;
-pub mod otel;
 pub mod spans;
 
 pub use audit::{AuditLog, AuditOptions};
@@ -50,25 +49,11 @@ fn subscriber(
         LogFormat::Json => lines.json().flatten_event(true).boxed(),
     };
     let logs = tracing_subscriber::registry().with(lines.with_filter(filter));
-    // Without a tracer there must be no span layer at all, not an empty one: an absent
-    // (`None`) layer counts as interested, and every model call would then create, enter
-    // and look up a span that nobody records.
+    // No span layer at all without a tracer (see `modelroute_otel::layer`).
     let Some(tracer) = tracer else {
         return Box::new(logs);
     };
-    let spans = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_location(false)
-        .with_threads(false)
-        .with_target(false)
-        .with_level(false)
-        // Busy and idle time would cost two clock reads on every poll of a request.
-        .with_tracked_inactivity(false)
-        .with_filter(
-            tracing_subscriber::filter::Targets::new()
-                .with_target(spans::TARGET, tracing::Level::INFO),
-        );
-    Box::new(logs.with(spans))
+    Box::new(logs.with(modelroute_otel::layer(tracer)))
 }
 
 /// [`init`] without traces.

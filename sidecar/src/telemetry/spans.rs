@@ -20,8 +20,7 @@ use crate::config::Target;
 use crate::cost::{Cost, TokenUsage};
 use crate::provider::Operation;
 
-/// The `tracing` target of modelroute's OpenTelemetry spans (kept out of the log lines).
-pub const TARGET: &str = "modelroute::otel";
+pub use modelroute_otel::TARGET;
 
 /// The server span of one client request.
 #[derive(Clone, Debug)]

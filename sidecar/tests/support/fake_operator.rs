@@ -263,5 +263,6 @@ pub fn snapshot(version: u64, resources: Vec<Resource>) -> Snapshot {
         version,
         hash,
         resources,
+        traceparent: String::new(),
     }
 }

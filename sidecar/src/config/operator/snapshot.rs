@@ -19,9 +19,21 @@ pub(super) fn apply(app: &App, source: &str, snapshot: Snapshot) -> SidecarMessa
         version,
         hash,
         resources,
+        traceparent,
     } = snapshot;
+    // A child of the operator's push when both export traces: one trace per change.
+    let span = tracing::info_span!(
+        target: modelroute_otel::TARGET,
+        "apply snapshot",
+        otel.kind = "consumer",
+        modelroute.snapshot.version = version,
+        modelroute.snapshot.result = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    modelroute_otel::continue_from(&span, &traceparent);
     let active = app.table().and_then(|t| t.snapshot.clone());
     if active.is_some_and(|a| a.hash == hash) {
+        span.record("modelroute.snapshot.result", "unchanged");
         debug!(version, "snapshot unchanged; acknowledged");
         app.metrics.operator_snapshot("ack");
         return ack(version, hash);
@@ -36,10 +48,13 @@ pub(super) fn apply(app: &App, source: &str, snapshot: Snapshot) -> SidecarMessa
     });
     match result {
         Ok(_) => {
+            span.record("modelroute.snapshot.result", "ack");
             app.metrics.operator_snapshot("ack");
             ack(version, hash)
         }
         Err(problems) => {
+            span.record("modelroute.snapshot.result", "nack");
+            span.record("otel.status_code", "ERROR");
             app.metrics.operator_snapshot("nack");
             app.metrics.config_rejected();
             let active = app.table().map_or(0, |t| t.version);

@@ -1,16 +1,19 @@
-//! OpenTelemetry trace export over OTLP (gRPC or HTTP/protobuf), configured by the standard
-//! `OTEL_*` environment variables (docs/observability.md#traces).
+//! OpenTelemetry traces for the modelroute binaries: OTLP export (gRPC or HTTP/protobuf)
+//! configured by the standard `OTEL_*` environment variables (docs/observability.md#traces),
+//! the `tracing` layer that feeds it, and W3C trace context carried in plain strings (the
+//! operator's snapshots carry the push's `traceparent` to the sidecar's apply).
 //!
-//! Export never slows the request path: ended spans go to the SDK's batch processor, which
+//! Export never slows the process: ended spans go to the SDK's batch processor, which
 //! exports from its own thread. In front of it sits a bound of our own (`OTEL_BSP_MAX_QUEUE_SIZE`
-//! spans waiting, default 2048): past it a span is dropped at once and counted in
-//! `modelroute_spans_dropped_total`, so a slow or dead collector costs memory up to the bound
-//! and nothing else.
+//! spans waiting, default 2048): past it a span is dropped at once and counted
+//! (`modelroute_spans_dropped_total`, `modelroute_operator_spans_dropped_total`), so a slow
+//! or dead collector costs memory up to the bound and nothing else.
 //!
 //! The batch processor exports from a plain thread, but both transports need the Tokio
 //! runtime: the gRPC channel is built on it (its tasks live there), and each HTTP export is
 //! spawned onto it ([`OnRuntime`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -28,6 +31,10 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider, SpanData, SpanProcessor,
 };
 use prometheus_client::metrics::counter::Counter;
+
+/// The `tracing` target of modelroute's OpenTelemetry spans: only the span layer listens to
+/// it, so log lines stay free of them and, without an exporter, they are disabled.
+pub const TARGET: &str = "modelroute::otel";
 
 /// Spans waiting for export when `OTEL_BSP_MAX_QUEUE_SIZE` is unset (the spec's default).
 const DEFAULT_QUEUE: usize = 2048;
@@ -149,6 +156,61 @@ pub fn start(
         .build();
     let tracer = provider.tracer("modelroute");
     Ok((tracer, Exporting { provider }))
+}
+
+/// The layer that exports spans with the target [`TARGET`] through `tracer`. Add it to the
+/// subscriber only when traces are on: an absent (`None`) layer counts as interested, and
+/// spans would then be created for nobody.
+pub fn layer<S>(tracer: SdkTracer) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    use tracing_subscriber::Layer as _;
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_level(false)
+        // Busy and idle time would cost two clock reads on every poll.
+        .with_tracked_inactivity(false)
+        .with_filter(
+            tracing_subscriber::filter::Targets::new().with_target(TARGET, tracing::Level::INFO),
+        )
+}
+
+/// The W3C `traceparent` of `span` ("" when it is not exported), for a message that
+/// carries the trace to another process.
+pub fn traceparent(span: &tracing::Span) -> String {
+    use opentelemetry::propagation::TextMapPropagator as _;
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if span.is_disabled() {
+        return String::new();
+    }
+    let cx = span.context();
+    if !cx.span().span_context().is_valid() {
+        return String::new();
+    }
+    let mut carrier = HashMap::new();
+    opentelemetry_sdk::propagation::TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    carrier.remove("traceparent").unwrap_or_default()
+}
+
+/// Makes `span` a child of the span a received `traceparent` names (nothing when it is
+/// empty or malformed).
+pub fn continue_from(span: &tracing::Span, traceparent: &str) {
+    use opentelemetry::propagation::TextMapPropagator as _;
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if span.is_disabled() || traceparent.is_empty() {
+        return;
+    }
+    let carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+    let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+    if cx.span().span_context().is_valid() {
+        let _ = span.set_parent(cx);
+    }
 }
 
 /// `service.name` (unless `OTEL_SERVICE_NAME` says otherwise), the Kubernetes workload, and
@@ -275,6 +337,50 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
     }
 }
 
+/// For tests: an exporter that keeps what it is given, and a subscriber that sends
+/// [`TARGET`] spans to it.
+pub mod testing {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    /// The spans exported so far.
+    #[derive(Clone, Debug, Default)]
+    pub struct Kept(Arc<Mutex<Vec<SpanData>>>);
+
+    impl Kept {
+        /// The ended spans named `name`.
+        pub fn named(&self, name: &str) -> Vec<SpanData> {
+            self.0
+                .lock()
+                .map(|spans| spans.iter().filter(|s| s.name == name).cloned().collect())
+                .unwrap_or_default()
+        }
+    }
+
+    impl opentelemetry_sdk::trace::SpanExporter for Kept {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            if let Ok(mut spans) = self.0.lock() {
+                spans.extend(batch);
+            }
+            Ok(())
+        }
+    }
+
+    /// A subscriber exporting every span (synchronously) to the returned [`Kept`].
+    pub fn subscriber() -> (impl tracing::Subscriber + Send + Sync, Kept) {
+        let kept = Kept::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(kept.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry().with(super::layer(provider.tracer("test")));
+        (subscriber, kept)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +433,32 @@ mod tests {
                 None
             );
         }
+    }
+
+    #[test]
+    fn a_traceparent_carries_the_trace_to_a_child() {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry().with(layer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let push = tracing::info_span!(target: TARGET, "push");
+            let carried = traceparent(&push);
+            let parts: Vec<&str> = carried.split('-').collect();
+            assert_eq!(parts.len(), 4, "{carried}");
+            let apply = tracing::info_span!(target: TARGET, "apply");
+            continue_from(&apply, &carried);
+            let child = traceparent(&apply);
+            // Same trace, another span.
+            assert_eq!(child.split('-').nth(1), Some(parts[1]));
+            assert_ne!(child.split('-').nth(2), Some(parts[2]));
+            // Garbage is ignored: a new trace.
+            let other = tracing::info_span!(target: TARGET, "other");
+            continue_from(&other, "00-garbage");
+            assert_ne!(traceparent(&other).split('-').nth(1), Some(parts[1]));
+        });
+        // No subscriber, no trace: nothing to carry.
+        assert_eq!(traceparent(&tracing::info_span!(target: TARGET, "off")), "");
     }
 
     #[test]
