@@ -297,10 +297,12 @@ async fn a_failed_over_stream_is_one_trace_from_the_app_through_each_upstream() 
         ("gen_ai.usage.input_tokens", "11"),
         ("gen_ai.usage.output_tokens", "2"),
         ("modelroute.route", "m"),
+        ("modelroute.modelroute", "team-a/shop"),
         ("modelroute.target", "up/fast"),
         ("modelroute.attempts", "2"),
         // 11 × $0.001 + 2 × $0.002
         ("modelroute.cost_usd", "0.015"),
+        ("gen_ai.response.finish_reasons", "[stop]"),
         ("http.response.status_code", "200"),
     ];
     for (key, value) in want {

@@ -23,8 +23,9 @@ pub enum Dialect {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Reading {
     pub usage: Option<Usage>,
-    /// The answer is complete (a finish reason was given).
-    pub finished: bool,
+    /// The answer is complete: the finish reason given (the provider's own word, or
+    /// `other` for one not known here, so it never allocates).
+    pub finish: Option<&'static str>,
     /// The stream's last event: forward it, then stop.
     pub last: bool,
     /// An error event from upstream: forward it, then stop, counted as failed.
@@ -233,7 +234,11 @@ fn read_openai(data: &[u8]) -> Reading {
     };
     Reading {
         usage: peek.usage,
-        finished: peek.choices.iter().any(|c| c.finish_reason.is_some()),
+        finish: peek
+            .choices
+            .iter()
+            .find_map(|c| c.finish_reason.as_deref())
+            .map(finish_reason),
         last: peek.error.is_some(),
         error: peek.error.is_some(),
         unrequested_usage: peek.usage.is_some() && peek.choices.is_empty(),
@@ -252,7 +257,7 @@ fn read_anthropic(data: &[u8]) -> Reading {
         // Counts are cumulative; the relay keeps the largest it has seen of each.
         Some("message_delta") => Reading {
             usage: anthropic_usage(&v["usage"], &v["usage"]),
-            finished: v["delta"]["stop_reason"].is_string(),
+            finish: v["delta"]["stop_reason"].as_str().map(finish_reason),
             ..Reading::default()
         },
         Some("message_stop") => Reading {
@@ -279,14 +284,47 @@ fn read_gemini(data: &[u8]) -> Reading {
             ..Reading::default()
         };
     }
-    let finished = v["candidates"]
+    let finish = v["candidates"]
         .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["finishReason"].is_string()));
+        .and_then(|c| c.iter().find_map(|c| c["finishReason"].as_str()))
+        .map(finish_reason);
     Reading {
         usage: gemini_usage(&v["usageMetadata"]),
-        finished,
+        finish,
         ..Reading::default()
     }
+}
+
+/// A finish reason as a static string: the known values of OpenAI, Anthropic and Gemini,
+/// else `other`.
+fn finish_reason(raw: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        // OpenAI
+        "stop",
+        "length",
+        "tool_calls",
+        "content_filter",
+        "function_call",
+        // Anthropic
+        "end_turn",
+        "max_tokens",
+        "stop_sequence",
+        "tool_use",
+        "pause_turn",
+        "refusal",
+        // Gemini
+        "STOP",
+        "MAX_TOKENS",
+        "SAFETY",
+        "RECITATION",
+        "LANGUAGE",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "MALFORMED_FUNCTION_CALL",
+        "OTHER",
+    ];
+    KNOWN.iter().copied().find(|k| *k == raw).unwrap_or("other")
 }
 
 /// Anthropic usage: input counts the cache reads and writes too, as OpenAI's prompt
@@ -367,7 +405,7 @@ mod tests {
         );
         let delta = br#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":7}}"#;
         let read = Dialect::Anthropic.read(delta);
-        assert!(read.finished);
+        assert_eq!(read.finish, Some("end_turn"));
         assert_eq!(
             read.usage,
             Some(Usage {
@@ -385,7 +423,7 @@ mod tests {
     fn gemini_chunks_carry_finish_and_usage() {
         let chunk = br#"{"candidates":[{"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":6,"thoughtsTokenCount":2}}"#;
         let r = Dialect::Gemini.read(chunk);
-        assert!(r.finished && !r.last);
+        assert!(r.finish == Some("STOP") && !r.last);
         assert_eq!(
             r.usage,
             Some(Usage {

@@ -120,6 +120,13 @@ pub fn compile(
                 continue;
             }
         };
+        let model_route: Arc<str> = {
+            let name = doc.metadata.name.as_deref().unwrap_or_default();
+            match &doc.metadata.namespace {
+                Some(ns) => format!("{ns}/{name}").into(),
+                None => name.into(),
+            }
+        };
         for (i, spec) in doc.spec.routes.iter().enumerate() {
             if let Some(owner) = route_owner.get(&spec.model) {
                 problems.push(format!(
@@ -152,6 +159,7 @@ pub fn compile(
             let ceiling = limits::ceiling(targets.iter().chain(&fallbacks));
             let route = Route {
                 alias: alias.clone(),
+                model_route: model_route.clone(),
                 targets,
                 fallbacks,
                 retry: retry_policy(spec),

@@ -42,6 +42,8 @@ pub struct SnapshotId {
 #[derive(Debug)]
 pub struct Route {
     pub alias: Arc<str>,
+    /// The ModelRoute that defines it (`namespace/name`), for traces.
+    pub model_route: Arc<str>,
     pub targets: Vec<Arc<Target>>,
     pub fallbacks: Vec<Arc<Target>>,
     pub retry: RetryPolicy,
@@ -126,6 +128,7 @@ impl Route {
     pub fn downgraded(&self, target: Arc<Target>) -> Route {
         Route {
             alias: self.alias.clone(),
+            model_route: self.model_route.clone(),
             targets: vec![target],
             fallbacks: Vec::new(),
             retry: self.retry,

@@ -88,7 +88,7 @@ pub async fn handle(
             return resp;
         }
     };
-    span.request(exchange.operation(), &request);
+    span.request(exchange.operation(), &request, &route);
     if let Some(budget) = admission.as_ref().and_then(Admission::downgraded_by) {
         span.downgraded(budget);
     }

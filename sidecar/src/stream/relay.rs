@@ -80,7 +80,8 @@ struct Tally {
     usage: Option<Usage>,
     /// The provider's usage in full (cache reads and writes), for the cost.
     token_usage: Option<TokenUsage>,
-    finished: bool,
+    /// Why the answer ended, once an event said so.
+    finish: Option<&'static str>,
     client_wants_usage: bool,
     dialect: Dialect,
     /// Tokens generated so far, estimated from the text: counted when a budget holds the
@@ -228,7 +229,7 @@ async fn run(
     let mut tally = Tally {
         usage: None,
         token_usage: None,
-        finished: false,
+        finish: None,
         client_wants_usage: request.include_usage,
         dialect,
         generated: count_generated.then_some(0),
@@ -268,6 +269,7 @@ async fn run(
         end,
         usage: tally.token_usage,
         cost,
+        reason: tally.finish,
     };
     finish(&app, &route, request, started, finished, seen);
 }
@@ -432,7 +434,7 @@ async fn relay(
                             pending.extend(translated.drain(..));
                             continue;
                         }
-                        if tally.finished {
+                        if tally.finish.is_some() {
                             // Complete but for the terminator some servers omit.
                             if let Some(done) = tally.dialect.done() {
                                 client.send(Bytes::from_static(done)).await;
@@ -561,6 +563,8 @@ struct Finished<'a> {
     end: End,
     usage: Option<TokenUsage>,
     cost: Option<Cost>,
+    /// The finish reason the stream gave.
+    reason: Option<&'static str>,
 }
 
 impl Finished<'_> {
@@ -570,6 +574,7 @@ impl Finished<'_> {
             end,
             usage: None,
             cost: None,
+            reason: None,
         }
     }
 }
@@ -607,6 +612,7 @@ fn finish(
         end,
         usage,
         cost,
+        reason,
     } = finished;
     let status = match end {
         End::Complete | End::BudgetStop | End::Broken(_) => 200,
@@ -625,8 +631,13 @@ fn finish(
     let label = target.map(|t| &t.label);
     app.metrics
         .request(&route.alias, label, status, started.elapsed().as_secs_f64());
-    let finish_reason = matches!(end, End::BudgetStop).then_some("length");
-    seen.span.outcome(usage, cost, finish_reason);
+    // A budget stop ends the stream with `length`, whatever upstream would have said.
+    let reason = if matches!(end, End::BudgetStop) {
+        Some("length")
+    } else {
+        reason
+    };
+    seen.span.outcome(usage, cost, reason);
     seen.span.end(status, error);
     report::finished(
         app,
@@ -661,7 +672,7 @@ impl Tally {
             self.usage = Some(self.usage.map_or(usage, |seen| seen.merge(usage)));
         }
         let over_budget = self.count(&data, reading.usage.is_some());
-        self.finished |= reading.finished;
+        self.finish = reading.finish.or(self.finish);
         if reading.error {
             return Step::UpstreamError(event.raw.clone());
         }

@@ -16,6 +16,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::genai::{operation_name, provider_name};
 use crate::api::ModelRequest;
 use crate::api::chat::ChunkPeek;
+use crate::config::Route;
 use crate::config::Target;
 use crate::cost::{Cost, TokenUsage};
 use crate::provider::Operation;
@@ -50,8 +51,9 @@ impl CallSpan {
         &self.0
     }
 
-    /// What the client asked for: its model alias and the sampling parameters.
-    pub fn request(&self, operation: Operation, request: &ModelRequest) {
+    /// What the client asked for (its model alias and the sampling parameters), and the
+    /// ModelRoute that routes it.
+    pub fn request(&self, operation: Operation, request: &ModelRequest, route: &Route) {
         let span = &self.0;
         if span.is_disabled() {
             return;
@@ -63,6 +65,7 @@ impl CallSpan {
         let model: std::sync::Arc<str> = request.model.as_str().into();
         span.set_attribute("gen_ai.request.model", model.clone());
         span.set_attribute("modelroute.route", model);
+        span.set_attribute("modelroute.modelroute", route.model_route.clone());
         if let Some(max) = request.max_tokens() {
             span.set_attribute("gen_ai.request.max_tokens", int(max));
         }
