@@ -291,6 +291,17 @@ async fn gen_ai_metrics_count_what_was_asked_of_whom() {
         "unary calls have no first token"
     );
 
+    // Both upstreams (on 127.0.0.1) were reached over pooled connections that stay open.
+    let host = [("host", "127.0.0.1")];
+    let opened = sc
+        .metric("modelroute_upstream_connections_opened_total", &host)
+        .await;
+    let open = sc
+        .metric("modelroute_upstream_connections_open", &host)
+        .await;
+    assert!(opened >= 2.0, "{opened} connections opened");
+    assert!(open >= 1.0 && open <= opened, "{open} open of {opened}");
+
     // The unknown model is counted, under no model label: names from requests never
     // become labels.
     let unknown = [

@@ -79,7 +79,7 @@ pub fn compile(
         let mut by_name: HashMap<&str, Arc<Provider>> = HashMap::new();
         for (i, spec) in doc.spec.providers.iter().enumerate() {
             let path = format!("{doc_name}: spec.providers[{i}]");
-            match build_provider(spec, own_keys, previous, &mut hasher) {
+            match build_provider(spec, own_keys, previous, &mut hasher, metrics) {
                 Ok(p) => {
                     let p = Arc::new(p);
                     by_name.insert(&spec.name, p.clone());
@@ -228,6 +228,7 @@ fn build_provider(
     keys: NamespacedKeys<'_>,
     previous: Option<&RouteTable>,
     hasher: &mut Sha256,
+    metrics: &Metrics,
 ) -> Result<Provider, String> {
     let connect_timeout = spec
         .connect_timeout
@@ -291,7 +292,15 @@ fn build_provider(
             Backend::Http(h) => Some(h.client.clone()),
             Backend::Mock(_) => None,
         })
-        .unwrap_or_else(|| client::build(connect_timeout));
+        .unwrap_or_else(|| {
+            // Counted per upstream host: a label from the config, never from a request.
+            let host = base
+                .parse::<http::Uri>()
+                .ok()
+                .and_then(|u| u.host().map(str::to_string));
+            let counts = metrics.connection_counts(host.as_deref().unwrap_or_default());
+            client::build(connect_timeout, counts)
+        });
     let backend = Backend::Http(HttpProvider {
         wire,
         base,

@@ -63,6 +63,11 @@ struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabels {
+    host: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CircuitLabels {
     target: Label,
 }
@@ -176,6 +181,8 @@ pub struct Metrics {
     circuit: Family<CircuitLabels, Gauge>,
     streams_active: Gauge,
     stream_bytes: Family<TargetLabels, Counter>,
+    connections_opened: Family<HostLabels, Counter>,
+    connections_open: Family<HostLabels, Gauge>,
     audit_dropped: Counter,
     config_version: Gauge,
     config_reloads: Family<ResultLabels, Counter>,
@@ -214,6 +221,8 @@ impl Metrics {
         let circuit = Family::default();
         let streams_active = Gauge::default();
         let stream_bytes = Family::default();
+        let connections_opened = Family::default();
+        let connections_open = Family::default();
         let audit_dropped = Counter::default();
         let config_version = Gauge::default();
         let config_reloads = Family::default();
@@ -323,6 +332,16 @@ impl Metrics {
             stream_bytes.clone(),
         );
         r.register(
+            "modelroute_upstream_connections_opened",
+            "Connections opened to upstream hosts (a pool reuses them across requests)",
+            connections_opened.clone(),
+        );
+        r.register(
+            "modelroute_upstream_connections_open",
+            "Connections to upstream hosts open now (idle in the pool or in use)",
+            connections_open.clone(),
+        );
+        r.register(
             "modelroute_audit_dropped",
             "Audit records dropped because the writer fell behind (a full queue)",
             audit_dropped.clone(),
@@ -370,6 +389,8 @@ impl Metrics {
             circuit,
             streams_active,
             stream_bytes,
+            connections_opened,
+            connections_open,
             audit_dropped,
             config_version,
             config_reloads,
@@ -479,6 +500,17 @@ impl Metrics {
                 kind,
             })
             .inc();
+    }
+
+    /// The counters of an upstream pool's connections to `host`.
+    pub fn connection_counts(&self, host: &str) -> crate::provider::client::ConnectionCounts {
+        let labels = HostLabels {
+            host: host.to_string(),
+        };
+        crate::provider::client::ConnectionCounts {
+            opened: self.connections_opened.get_or_create(&labels).clone(),
+            open: self.connections_open.get_or_create(&labels).clone(),
+        }
     }
 
     /// The counter of bytes streamed to clients for `route` served by `target`.
