@@ -480,12 +480,14 @@ async fn wait_for<T>(_op: &TestOperator, mut f: impl FnMut() -> Option<T>) -> T 
 
 #[tokio::test]
 async fn a_push_carries_its_trace_to_the_sidecar() {
-    let (subscriber, kept) = modelroute_otel::testing::subscriber();
     // This test's thread only (its runtime is single-threaded): other tests stay untraced.
-    let _traced = tracing::subscriber::set_default(subscriber);
+    let (_traced, kept) = modelroute_otel::testing::traced();
 
     let op = TestOperator::start(Authenticator::static_token(STATIC_TOKEN)).await;
     let version = op.update(ROUTES, &secrets(&[]), BTreeMap::new());
+    // Other tests pushing at the same time (untraced) may have registered the span's
+    // callsite as off a moment ago; look again with this test's subscriber in place.
+    tracing::callsite::rebuild_interest_cache();
     let mut session = op.connect(hello(STATIC_TOKEN, "shop", "x")).await.unwrap();
     let snapshot = session.snapshot().await;
     let parts: Vec<&str> = snapshot.traceparent.split('-').collect();

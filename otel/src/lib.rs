@@ -379,6 +379,35 @@ pub mod testing {
         let subscriber = tracing_subscriber::registry().with(super::layer(provider.tracer("test")));
         (subscriber, kept)
     }
+
+    /// Tests that trace take turns: `tracing` caches which callsites are on, process-wide,
+    /// and two tests setting and dropping their own subscribers at once can leave a stale
+    /// "off" behind.
+    static TURN: Mutex<()> = Mutex::new(());
+
+    /// This thread's spans go to the returned [`Kept`] until the guard is dropped (a test
+    /// on a single-threaded runtime: all its tasks run here).
+    pub fn traced() -> (Traced, Kept) {
+        let turn = TURN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (subscriber, kept) = subscriber();
+        let default = tracing::subscriber::set_default(subscriber);
+        tracing::callsite::rebuild_interest_cache();
+        let guard = Traced {
+            _default: default,
+            _turn: turn,
+        };
+        (guard, kept)
+    }
+
+    /// While it lives, this thread's spans are exported to its [`Kept`].
+    #[derive(Debug)]
+    pub struct Traced {
+        // Dropped first: the subscriber goes before the next test's turn begins.
+        _default: tracing::subscriber::DefaultGuard,
+        _turn: std::sync::MutexGuard<'static, ()>,
+    }
 }
 
 #[cfg(test)]

@@ -156,14 +156,16 @@ fn status_apply(ns: &str, name: &str) -> Scenario {
 
 #[tokio::test]
 async fn valid_route_gets_ready_with_generation_and_route_count() {
-    let (subscriber, spans) = modelroute_otel::testing::subscriber();
     // This test's thread only (its runtime is single-threaded).
-    let _traced = tracing::subscriber::set_default(subscriber);
+    let (_traced, spans) = modelroute_otel::testing::traced();
     let mut fx = Fixture::new();
     let r = route("team-a", "chat", 3, KEYED);
     fx.index
         .update([&r], &llm_keys("team-a", "sk-test"), BTreeMap::new());
 
+    // Other tests reconciling at the same time (untraced) may have registered the span's
+    // callsite as off a moment ago; look again with this test's subscriber in place.
+    tracing::callsite::rebuild_interest_cache();
     let (action, applied) = fx.reconcile(&r, status_apply("team-a", "chat")).await;
     let status = applied.expect("a status write");
     assert_eq!(status.observed_generation, Some(3));
@@ -178,8 +180,9 @@ async fn valid_route_gets_ready_with_generation_and_route_count() {
     // The key never appears in status.
     assert!(!serde_json::to_string(&status).unwrap().contains("sk-test"));
     // The reconcile is a span naming the ModelRoute.
-    let [span] = &spans.named("reconcile ModelRoute")[..] else {
-        panic!("one reconcile span");
+    let reconciles = spans.named("reconcile ModelRoute");
+    let [span] = &reconciles[..] else {
+        panic!("one reconcile span, got {reconciles:?}");
     };
     let attr = |key: &str| {
         span.attributes

@@ -520,9 +520,8 @@ async fn served_over_https() {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
 
-    let (subscriber, spans) = modelroute_otel::testing::subscriber();
     // This test's thread only (its runtime is single-threaded).
-    let _traced = tracing::subscriber::set_default(subscriber);
+    let (_traced, spans) = modelroute_otel::testing::traced();
     let issued = crate::tls::generate(&["localhost".into()]).unwrap();
     let certs = crate::tls::CertStore::new(issued.serving.clone()).unwrap();
     let webhook = super::Webhook {
