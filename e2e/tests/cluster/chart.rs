@@ -882,9 +882,27 @@ async fn apps_get_injected(
     namespaces
         .patch(ns, &PatchParams::default(), &Patch::Merge(&label))
         .await?;
-    let auto = pods
+    // The API server matches webhooks against its own cached view of namespaces, which
+    // may lag the label by a moment: until it sees it, a new pod is admitted untouched.
+    let mut auto = pods
         .create(&pp, &pod("auto", json!({"app": "auto"}), json!({}))?)
         .await?;
+    for _ in 0..50 {
+        let injected = auto
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key("modelroute.dev/injected"));
+        if injected {
+            break;
+        }
+        pods.delete("auto", &kube::api::DeleteParams::default().grace_period(0))
+            .await?;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        auto = pods
+            .create(&pp, &pod("auto", json!({"app": "auto"}), json!({}))?)
+            .await?;
+    }
     check_injected(&auto, native, ca, &Expected::chart_defaults())
         .context("the pod of a labelled namespace")?;
     let out = json!({"modelroute.dev/inject": "false"});
