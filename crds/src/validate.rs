@@ -9,10 +9,12 @@ use std::fmt;
 
 use crate::Duration;
 use crate::v1alpha1::{
-    ApiKeySource, MockFailure, ModelRouteSpec, ProviderKind, ProviderSpec, RouteSpec,
+    ApiKeySource, FallbackTarget, MockFailure, ModelRouteSpec, ProviderKind, ProviderSpec,
+    RouteSpec, WeightedTarget,
 };
 
 mod limits;
+mod routing;
 
 pub use limits::{CREDENTIAL_HEADERS, LIMITS_ENFORCED};
 
@@ -54,30 +56,18 @@ pub fn validate(spec: &ModelRouteSpec) -> Vec<Invalid> {
             );
         }
         check_route(route, &names, &path, &mut problems);
-        if route.rules.is_some() {
-            problems.add(format!("{path}.rules"), reserved("match rules"));
-        }
+        routing::check(route, &names, &path, &mut problems);
     }
     let known = limits::Known {
         providers: &names,
         aliases: &aliases,
     };
     limits::check(spec, &known, &mut problems);
-    if spec.cache.is_some() {
-        problems.add("spec.cache".into(), reserved("the response cache"));
-    }
     problems.0
 }
 
 #[derive(Default)]
 struct Problems(Vec<Invalid>);
-
-fn reserved(what: &str) -> String {
-    format!(
-        "reserved for {what}, which this version does not implement yet; \
-         remove it rather than run without it"
-    )
-}
 
 // === impl Invalid ===
 
@@ -250,53 +240,7 @@ fn check_route(route: &RouteSpec, providers: &HashSet<&str>, path: &str, problem
             "the model alias must not be empty".into(),
         );
     }
-    if route.targets.is_empty() {
-        problems.add(
-            format!("{path}.targets"),
-            "a route needs at least one target".into(),
-        );
-    }
-    let mut seen = HashSet::new();
-    let targets = route
-        .targets
-        .iter()
-        .map(|t| (&t.provider, &t.model, "targets"));
-    let fallbacks = route
-        .fallbacks
-        .iter()
-        .map(|t| (&t.provider, &t.model, "fallbacks"));
-    let mut index = [0usize; 2];
-    for (provider, model, list) in targets.chain(fallbacks) {
-        let slot = usize::from(list == "fallbacks");
-        let at = format!("{path}.{list}[{}]", index[slot]);
-        index[slot] += 1;
-        if !providers.contains(provider.as_str()) {
-            problems.add(
-                format!("{at}.provider"),
-                format!("no provider named {provider:?} in this ModelRoute"),
-            );
-        }
-        if model.trim().is_empty() {
-            problems.add(
-                format!("{at}.model"),
-                "the upstream model must not be empty".into(),
-            );
-        }
-        if !seen.insert((provider, model)) {
-            problems.add(
-                at,
-                format!("{provider}/{model} appears twice in this route; list it once"),
-            );
-        }
-    }
-    for (i, t) in route.targets.iter().enumerate() {
-        if t.weight == Some(0) {
-            problems.add(
-                format!("{path}.targets[{i}].weight"),
-                "weight must be at least 1; remove the target to send it nothing".into(),
-            );
-        }
-    }
+    check_targets(&route.targets, &route.fallbacks, providers, path, problems);
     if let Some(retry) = &route.retry {
         let at = format!("{path}.retry");
         problems.positive(format!("{at}.backoffBase"), retry.backoff_base);
@@ -333,6 +277,73 @@ fn check_route(route: &RouteSpec, providers: &HashSet<&str>, path: &str, problem
     }
     if let Some(b) = &route.circuit_breaker {
         problems.positive(format!("{path}.circuitBreaker.cooldown"), b.cooldown);
+    }
+}
+
+/// The target set of a route or a rule: known providers, models named, no duplicates,
+/// positive weights and context windows.
+fn check_targets(
+    targets: &[WeightedTarget],
+    fallbacks: &[FallbackTarget],
+    providers: &HashSet<&str>,
+    path: &str,
+    problems: &mut Problems,
+) {
+    if targets.is_empty() {
+        problems.add(
+            format!("{path}.targets"),
+            "a route needs at least one target".into(),
+        );
+    }
+    let all = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            (
+                format!("{path}.targets[{i}]"),
+                &t.provider,
+                &t.model,
+                t.context_window,
+            )
+        })
+        .chain(fallbacks.iter().enumerate().map(|(i, t)| {
+            let at = format!("{path}.fallbacks[{i}]");
+            (at, &t.provider, &t.model, t.context_window)
+        }));
+    let mut seen = HashSet::new();
+    for (at, provider, model, window) in all {
+        if !providers.contains(provider.as_str()) {
+            problems.add(
+                format!("{at}.provider"),
+                format!("no provider named {provider:?} in this ModelRoute"),
+            );
+        }
+        if model.trim().is_empty() {
+            problems.add(
+                format!("{at}.model"),
+                "the upstream model must not be empty".into(),
+            );
+        }
+        if window == Some(0) {
+            problems.add(
+                format!("{at}.contextWindow"),
+                "a context window is at least 1 token".into(),
+            );
+        }
+        if !seen.insert((provider, model)) {
+            problems.add(
+                at,
+                format!("{provider}/{model} appears twice in this route; list it once"),
+            );
+        }
+    }
+    for (i, t) in targets.iter().enumerate() {
+        if t.weight == Some(0) {
+            problems.add(
+                format!("{path}.targets[{i}].weight"),
+                "weight must be at least 1; remove the target to send it nothing".into(),
+            );
+        }
     }
 }
 

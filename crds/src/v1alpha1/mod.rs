@@ -8,8 +8,8 @@ mod limits;
 mod policy;
 mod pricing;
 mod provider;
-pub(crate) mod reserved;
 mod route;
+mod routing;
 mod spend;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
@@ -28,6 +28,10 @@ pub use provider::{
     ProviderSpec, SecretKeyRef,
 };
 pub use route::{FallbackTarget, RouteSpec, WeightedTarget};
+pub use routing::{
+    CacheMode, Hedge, PromptAffinity, ResponseCache, RouteRule, RuleMatch, Sticky, Strategy,
+    StrategyKind, StringMatch, TokenRange,
+};
 pub use spend::{BudgetStatus, STATUS_SCOPE_VALUES, STATUS_SCOPE_VALUES_PREVIOUS};
 
 /// Providers and the routes over them that the selected workloads may use.
@@ -76,10 +80,6 @@ pub struct ModelRouteSpec {
     /// allowance is spent. Default: fail open, up to 1% of each budget per sidecar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_control_plane_loss: Option<ControlPlaneLoss>,
-    /// Reserved for the response cache. Not yet implemented (refused if set).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "reserved::object")]
-    pub cache: Option<serde_json::Value>,
 }
 
 /// What the operator last observed about a ModelRoute.

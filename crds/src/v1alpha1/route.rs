@@ -3,7 +3,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{CircuitBreakerPolicy, RetryPolicy, Timeouts};
+use super::{
+    CircuitBreakerPolicy, Hedge, PromptAffinity, ResponseCache, RetryPolicy, RouteRule, Strategy,
+    Timeouts,
+};
 
 /// A model alias and where its requests go.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -25,11 +28,23 @@ pub struct RouteSpec {
     pub timeouts: Option<Timeouts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreakerPolicy>,
-    /// Reserved for match rules (headers, `user`, request properties) that pick other
-    /// targets. Not yet implemented (refused if set).
+    /// How the first target is chosen. Default: `weighted`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "super::reserved::list")]
-    pub rules: Option<serde_json::Value>,
+    pub strategy: Option<Strategy>,
+    /// Ordered rules on headers, `user` and request properties that send the requests they
+    /// match to other targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub rules: Vec<RouteRule>,
+    /// Start the next target when the first is slow to answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hedge: Option<Hedge>,
+    /// Serve identical requests from memory (opt-in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<ResponseCache>,
+    /// Keep requests sharing a long prompt prefix on one target (opt-in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_affinity: Option<PromptAffinity>,
 }
 
 /// A provider and the model name it knows, with a share of the traffic.
@@ -44,6 +59,11 @@ pub struct WeightedTarget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub weight: Option<u32>,
+    /// The model's context window in tokens: a request whose prompt and `max_tokens` do not
+    /// fit skips this target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub context_window: Option<u64>,
 }
 
 /// A provider and model tried when the targets have failed.
@@ -52,4 +72,8 @@ pub struct WeightedTarget {
 pub struct FallbackTarget {
     pub provider: String,
     pub model: String,
+    /// As for targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub context_window: Option<u64>,
 }

@@ -170,17 +170,70 @@ fn scalars_that_look_like_booleans_or_numbers_stay_strings() {
 }
 
 #[test]
-fn reserved_fields_are_refused_until_implemented() {
-    let with_reserved = format!("{GOOD}  cache: {{ttl: 1m}}\n");
-    assert_eq!(paths(&spec(&with_reserved)), ["spec.cache"]);
-    let with_rules = GOOD.replace(
+fn routing_fields_are_accepted_when_well_formed() {
+    let good = GOOD.replace(
         "      timeouts:",
-        "      rules: [{header: x-tenant}]\n      timeouts:",
+        r#"      strategy: {type: weighted, sticky: {header: x-session-id}}
+      rules:
+        - name: acme
+          match: {headers: {x-tenant: {exact: acme}}, promptTokens: {atLeast: 8000}}
+          targets: [{provider: mock, model: long, contextWindow: 200000}]
+          strategy: {type: cost, maxLatency: 2s}
+        - match: {user: {regex: "vip-[0-9]+"}, tools: true, images: false, stream: true}
+          targets: [{provider: openai, model: gpt-4o-mini}]
+      hedge: {delay: 1s, percentile: 95, maxPercent: 5}
+      cache: {ttl: 10m, mode: always}
+      promptAffinity: {minTokens: 2048}
+      timeouts:"#,
     );
-    let problems = validate(&spec(&with_rules));
-    assert_eq!(problems.len(), 1, "{problems:?}");
-    assert_eq!(problems[0].path, "spec.routes[0].rules");
-    assert!(problems[0].message.contains("reserved for match rules"));
+    assert_eq!(validate(&spec(&good)), vec![]);
+}
+
+#[test]
+fn routing_mistakes_are_named() {
+    let bad = GOOD.replace(
+        "      timeouts:",
+        r#"      strategy: {type: latency, sticky: {user: true}, maxLatency: 1s}
+      rules:
+        - name: a
+          match: {}
+          targets: [{provider: nope, model: x, contextWindow: 0}]
+        - name: a
+          match:
+            headers: {"bad header": {exact: v}, x-t: {exact: a, prefix: b}}
+            user: {regex: "("}
+            promptTokens: {atLeast: 10, below: 10}
+          targets: [{provider: mock, model: m}]
+      hedge: {maxPercent: 0}
+      cache: {ttl: 0s}
+      promptAffinity: {minTokens: 0}
+      timeouts:"#,
+    );
+    assert_eq!(
+        paths(&spec(&bad)),
+        [
+            "spec.routes[0].strategy.sticky",
+            "spec.routes[0].strategy.maxLatency",
+            "spec.routes[0].rules[0].match",
+            "spec.routes[0].rules[0].targets[0].provider",
+            "spec.routes[0].rules[0].targets[0].contextWindow",
+            "spec.routes[0].rules[1].name",
+            "spec.routes[0].rules[1].match.headers",
+            "spec.routes[0].rules[1].match.headers.x-t",
+            "spec.routes[0].rules[1].match.user.regex",
+            "spec.routes[0].rules[1].match.promptTokens",
+            "spec.routes[0].hedge",
+            "spec.routes[0].hedge.maxPercent",
+            "spec.routes[0].cache.ttl",
+            "spec.routes[0].promptAffinity.minTokens",
+        ]
+    );
+}
+
+#[test]
+fn hedging_needs_a_second_target() {
+    let one = "  providers: [{name: a, kind: mock}]\n  routes:\n    - model: m\n      targets: [{provider: a, model: x}]\n      hedge: {delay: 1s}\n";
+    assert_eq!(paths(&spec(one)), ["spec.routes[0].hedge"]);
 }
 
 #[test]
