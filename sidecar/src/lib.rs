@@ -5,6 +5,7 @@
 //! (relay) -> `telemetry` (metrics). See DESIGN.md for the map.
 
 pub mod api;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod cost;
