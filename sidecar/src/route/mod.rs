@@ -1,3 +1,4 @@
 //! Choosing among a route's targets.
 
+pub mod latency;
 pub mod weighted;
