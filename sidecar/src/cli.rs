@@ -61,6 +61,10 @@ pub struct Args {
     /// Largest request body accepted, in bytes (images as data URLs make bodies large).
     #[arg(long, env = "MODELROUTE_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Memory the response cache (routes with `cache`) may hold, in bytes; least recently
+    /// used answers are evicted first.
+    #[arg(long, env = "MODELROUTE_CACHE_MAX_BYTES", default_value_t = crate::DEFAULT_CACHE_MAX_BYTES)]
+    pub cache_max_bytes: u64,
     /// How long shutdown waits for requests and streams in flight.
     #[arg(long, env = "MODELROUTE_DRAIN_TIMEOUT", default_value = "30s")]
     pub drain_timeout: modelroute_crds::Duration,
@@ -123,6 +127,7 @@ impl Args {
             listen: self.listen,
             admin_listen: self.admin_listen,
             max_body_bytes: self.max_body_bytes,
+            cache_max_bytes: self.cache_max_bytes,
             drain_timeout: self.drain_timeout.into(),
             ledger_file: self.ledger_file.clone(),
             pod_name: self.pod_name.clone(),

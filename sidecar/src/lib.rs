@@ -54,6 +54,8 @@ pub struct App {
     /// Where this sidecar runs, for audit records.
     pub pod: Arc<str>,
     pub namespace: Arc<str>,
+    /// Whole answers of routes with `cache`, bounded in bytes for the whole sidecar.
+    pub cache: cache::ResponseCache,
 }
 
 /// How to start a sidecar (the CLI's arguments, minus logging).
@@ -77,7 +79,12 @@ pub struct Options {
     pub audit: telemetry::AuditOptions,
     /// Counts spans the exporter dropped (shared with it; see `telemetry::otel`).
     pub spans_dropped: prometheus_client::metrics::counter::Counter,
+    /// Memory the response cache may hold, in bytes.
+    pub cache_max_bytes: u64,
 }
+
+/// Default `--cache-max-bytes`: 64 MiB.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// For tests and embedding: no config source, loopback on ports the OS chooses, the CLI's
 /// limits.
@@ -95,6 +102,7 @@ impl Default for Options {
             pod_namespace: String::new(),
             audit: telemetry::AuditOptions::default(),
             spans_dropped: prometheus_client::metrics::counter::Counter::default(),
+            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
         }
     }
 }
@@ -143,6 +151,7 @@ impl App {
             audit: None,
             pod: Arc::from(""),
             namespace: Arc::from(""),
+            cache: cache::ResponseCache::new(DEFAULT_CACHE_MAX_BYTES),
         }
     }
 
@@ -262,6 +271,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         .map_err(|e| StartError::Config(e.to_string()))?;
     app.pod = Arc::from(options.pod_name.as_str());
     app.namespace = Arc::from(options.pod_namespace.as_str());
+    app.cache = cache::ResponseCache::new(options.cache_max_bytes);
     let app = Arc::new(app);
     // Watch before the first read, so a change between the two is not missed.
     let watch = options.config.clone().map(config::file::Watch::new);

@@ -242,8 +242,12 @@ impl ModelRequest {
     }
 
     /// One top-level field's JSON text, as the client wrote it.
-    fn raw(&self, name: &str) -> Option<&str> {
+    pub fn raw_field(&self, name: &str) -> Option<&str> {
         find(&self.body, &self.fields, name)
+    }
+
+    fn raw(&self, name: &str) -> Option<&str> {
+        self.raw_field(name)
     }
 
     /// The body for one upstream: `model` replaced by the target's model; for a stream

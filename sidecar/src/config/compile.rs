@@ -7,16 +7,20 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
-use modelroute_crds::v1alpha1::{ApiKeySource, ProviderKind, ProviderSpec, RouteSpec};
+use modelroute_crds::v1alpha1::{
+    ApiKeySource, FallbackTarget, ProviderKind, ProviderSpec, RouteSpec, WeightedTarget,
+};
 use modelroute_crds::{ModelRoute, validate};
 use sha2::{Digest, Sha256};
 
 use super::keys::SecretKeys;
 use super::limits;
+use super::routing;
 use super::table::{BreakerPolicy, RetryPolicy, Route, RouteTable, Target, Timeouts};
 use crate::dispatch::breaker::Breaker;
 use crate::limits::provider::{DEFAULT_MAX_QUEUE, ProviderLimiter};
 use crate::provider::{Backend, HttpProvider, MockProvider, Provider, Wire, client};
+use crate::route::latency::LatencyStats;
 use crate::secret::Secret;
 use crate::telemetry::Metrics;
 
@@ -59,6 +63,14 @@ pub fn compile(
         })
         .unwrap_or_default();
     let mut breakers: HashMap<String, Arc<Breaker>> = HashMap::new();
+    let old_latency: HashMap<String, Arc<LatencyStats>> = previous
+        .map(|t| {
+            t.targets()
+                .map(|t| (breaker_key(&t.provider, &t.model), t.latency.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut latencies: HashMap<String, Arc<LatencyStats>> = HashMap::new();
 
     for doc in docs {
         let doc_name = doc_name(doc);
@@ -90,7 +102,7 @@ pub fn compile(
         }
         let namespace = doc.metadata.namespace.as_deref().unwrap_or("default");
         let mr_name = doc.metadata.name.as_deref().unwrap_or_default();
-        let mut target = |provider: &str, model: &str, weight: u32| {
+        let mut target = |provider: &str, model: &str, weight: u32, context_window| {
             let provider = by_name.get(provider)?.clone();
             let key = breaker_key(&provider, model);
             let label: Arc<str> = format!("{}/{model}", provider.name).into();
@@ -103,6 +115,10 @@ pub fn compile(
                         .unwrap_or_else(|| Arc::new(Breaker::new(metrics.circuit_gauge(&label))))
                 })
                 .clone();
+            let latency = latencies
+                .entry(key.clone())
+                .or_insert_with(|| old_latency.get(&key).cloned().unwrap_or_default())
+                .clone();
             let price = price_of(&doc.spec, &provider, model);
             Some(Arc::new(Target {
                 label,
@@ -111,6 +127,8 @@ pub fn compile(
                 weight,
                 breaker,
                 price,
+                latency,
+                context_window,
             }))
         };
         let limits = match limits::compile(&doc.spec, namespace, mr_name, &mut target) {
@@ -136,27 +154,38 @@ pub fn compile(
                 continue;
             }
             route_owner.insert(spec.model.clone(), doc_name.clone());
-            let targets: Option<Vec<_>> = spec
-                .targets
-                .iter()
-                .map(|t| target(&t.provider, &t.model, t.weight.unwrap_or(1)))
-                .collect();
-            let fallbacks: Option<Vec<_>> = spec
-                .fallbacks
-                .iter()
-                .map(|t| target(&t.provider, &t.model, 1))
-                .collect();
             // A provider that failed to build was reported above.
-            let (Some(targets), Some(fallbacks)) = (targets, fallbacks) else {
+            let Some((targets, fallbacks)) =
+                target_set(&spec.targets, &spec.fallbacks, &mut target)
+            else {
                 continue;
             };
+            let routing = match routing::compile(spec, &mut target) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => {
+                    problems.push(format!("{doc_name}: spec.routes[{i}].{e}"));
+                    continue;
+                }
+            };
+            let every: Vec<Arc<Target>> = targets
+                .iter()
+                .chain(&fallbacks)
+                .chain(
+                    routing
+                        .rules
+                        .iter()
+                        .flat_map(|r| r.targets.iter().chain(&r.fallbacks)),
+                )
+                .cloned()
+                .collect();
             let route_limits = limits.for_route(&spec.model);
-            if let Err(e) = limits::priced(&route_limits, &targets, &fallbacks) {
+            if let Err(e) = limits::priced(&route_limits, &every, &[]) {
                 problems.push(format!("{doc_name}: spec.routes[{i}]: {e}"));
                 continue;
             }
             let alias: Arc<str> = spec.model.as_str().into();
-            let ceiling = limits::ceiling(targets.iter().chain(&fallbacks));
+            let ceiling = limits::ceiling(every.iter());
             let route = Route {
                 alias: alias.clone(),
                 model_route: model_route.clone(),
@@ -167,6 +196,11 @@ pub fn compile(
                 breaker: breaker_policy(spec),
                 limits: route_limits,
                 ceiling,
+                strategy: routing.strategy,
+                rules: routing.rules,
+                hedge: routing.hedge,
+                cache: routing.cache,
+                affinity: routing.affinity,
             };
             routes.insert(alias, Arc::new(route));
         }
@@ -191,6 +225,34 @@ pub fn compile(
         providers: providers_out,
         redacted: super::redact::redact(docs),
     })
+}
+
+/// A route's (or rule's) targets and fallbacks.
+pub(super) type TargetLists = (Vec<Arc<Target>>, Vec<Arc<Target>>);
+
+/// Builds a target list and its fallbacks; `None` when a provider failed to build (reported
+/// already).
+pub(super) fn target_set(
+    targets: &[WeightedTarget],
+    fallbacks: &[FallbackTarget],
+    target: &mut impl FnMut(&str, &str, u32, Option<u64>) -> Option<Arc<Target>>,
+) -> Option<TargetLists> {
+    let targets = targets
+        .iter()
+        .map(|t| {
+            target(
+                &t.provider,
+                &t.model,
+                t.weight.unwrap_or(1),
+                t.context_window,
+            )
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let fallbacks = fallbacks
+        .iter()
+        .map(|t| target(&t.provider, &t.model, 1, t.context_window))
+        .collect::<Option<Vec<_>>>()?;
+    Some((targets, fallbacks))
 }
 
 /// What `model` of `provider` costs: the ModelRoute's `pricing` entry, else the built-in

@@ -23,7 +23,7 @@ pub fn compile(
     spec: &ModelRouteSpec,
     namespace: &str,
     model_route: &str,
-    target: &mut impl FnMut(&str, &str, u32) -> Option<Arc<Target>>,
+    target: &mut impl FnMut(&str, &str, u32, Option<u64>) -> Option<Arc<Target>>,
 ) -> Result<DocLimits, Vec<String>> {
     let mut problems = Vec::new();
     let id = |name: &str| {
@@ -42,7 +42,7 @@ pub fn compile(
         };
         let exhausted = match exhausted {
             SpecExhausted::Reject => Exhausted::Reject,
-            SpecExhausted::Downgrade(d) => match target(&d.provider, &d.model, 1) {
+            SpecExhausted::Downgrade(d) => match target(&d.provider, &d.model, 1, None) {
                 Some(t) if t.price.is_some() => Exhausted::Downgrade(t),
                 Some(t) => {
                     problems.push(format!(

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod limits;
 pub mod operator;
 pub mod redact;
+pub mod routing;
 pub mod table;
 
 pub use compile::{CompileError, compile};

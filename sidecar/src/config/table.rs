@@ -6,10 +6,15 @@ use std::time::Duration;
 
 use crate::cost::Price;
 use crate::dispatch::breaker::Breaker;
+use crate::dispatch::hedge::Hedge;
 use crate::error::ProxyError;
 use crate::limits::RouteLimits;
 use crate::limits::admission::Ceiling;
 use crate::provider::Provider;
+use crate::route::ask::Ask;
+use crate::route::latency::LatencyStats;
+use crate::route::rules::Matcher;
+use crate::route::strategy::Strategy;
 
 /// Every route by alias. Immutable; a config change builds a new table.
 #[derive(Debug)]
@@ -53,6 +58,54 @@ pub struct Route {
     pub limits: RouteLimits,
     /// The dearest rates among the targets: what a budget reservation assumes.
     pub ceiling: Ceiling,
+    /// How `targets` are ordered for a request.
+    pub strategy: Strategy,
+    /// Tried in order; the first that matches replaces `targets`, `fallbacks` and
+    /// `strategy`.
+    pub rules: Vec<Rule>,
+    pub hedge: Option<Hedge>,
+    pub cache: Option<CachePolicy>,
+    /// Prompt-cache affinity: the smallest prefix (estimated tokens) it applies to.
+    pub affinity: Option<u64>,
+}
+
+/// A match rule and the targets it sends to.
+#[derive(Debug)]
+pub struct Rule {
+    pub name: Arc<str>,
+    pub matcher: Matcher,
+    pub targets: Vec<Arc<Target>>,
+    pub fallbacks: Vec<Arc<Target>>,
+    pub strategy: Strategy,
+}
+
+/// Where one request goes: targets in the order to try them, and the rule that chose
+/// them.
+#[derive(Debug)]
+pub struct Plan {
+    pub targets: Vec<Arc<Target>>,
+    pub rule: Option<Arc<str>>,
+    /// The targets were ordered by prompt-cache affinity.
+    pub affinity: bool,
+}
+
+/// When a hedged try starts and how many there may be.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HedgePolicy {
+    /// Fixed delay, or the fallback delay while the percentile has too little data.
+    pub delay: Option<Duration>,
+    /// Quantile (0.5-0.99) of the first target's time to first token.
+    pub quantile: Option<f64>,
+    /// Hedged tries allowed per request (0.01-1.0).
+    pub ratio: f64,
+}
+
+/// The response cache's settings for a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CachePolicy {
+    pub ttl: Duration,
+    /// Cache requests that are not deterministic (no `temperature: 0` or `seed`) too.
+    pub always: bool,
 }
 
 /// A provider plus the model name it knows.
@@ -67,6 +120,11 @@ pub struct Target {
     pub breaker: Arc<Breaker>,
     /// What it costs (the ModelRoute's `pricing`, else the built-in table); `None`: unknown.
     pub price: Option<Arc<Price>>,
+    /// Shared like `breaker`: recent time to first token, for the latency strategy and
+    /// hedging.
+    pub latency: Arc<LatencyStats>,
+    /// The model's context window in tokens, when the ModelRoute declares it.
+    pub context_window: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,9 +172,7 @@ impl RouteTable {
 
     /// Every target of every route, once each.
     pub fn targets(&self) -> impl Iterator<Item = &Arc<Target>> {
-        self.routes
-            .values()
-            .flat_map(|r| r.targets.iter().chain(&r.fallbacks))
+        self.routes.values().flat_map(|r| r.all_targets())
     }
 }
 
@@ -136,17 +192,55 @@ impl Route {
             breaker: self.breaker,
             limits: RouteLimits::default(),
             ceiling: self.ceiling,
+            strategy: Strategy::Priority,
+            rules: Vec::new(),
+            hedge: None,
+            cache: None,
+            affinity: None,
         }
     }
 
-    /// The order to try targets in for one request: the targets in a weighted random
-    /// order (so the first is the weighted choice, and a failing target's traffic
-    /// spreads over the others by weight), then the fallbacks in their written order.
-    pub fn plan(&self) -> Vec<Arc<Target>> {
-        let mut plan = Vec::with_capacity(self.targets.len() + self.fallbacks.len());
-        crate::route::weighted::order(&self.targets, |t| t.weight, &mut plan);
-        plan.extend(self.fallbacks.iter().cloned());
-        plan
+    /// The order to try targets in for one request: the first matching rule's targets (or
+    /// the route's), ordered by prompt-cache affinity when the request has a long enough
+    /// prefix, else by the strategy; then the fallbacks in their written order. Targets
+    /// whose declared context window the request does not fit are left out, unless that
+    /// would leave none (the estimate is an upper bound; the provider has the last word).
+    pub fn plan(&self, ask: &Ask<'_>) -> Plan {
+        let (targets, fallbacks, strategy, rule) =
+            match self.rules.iter().find(|r| r.matcher.matches(ask)) {
+                Some(r) => (&r.targets, &r.fallbacks, &r.strategy, Some(r.name.clone())),
+                None => (&self.targets, &self.fallbacks, &self.strategy, None),
+            };
+        let mut plan = Vec::with_capacity(targets.len() + fallbacks.len());
+        let prefix = self
+            .affinity
+            .and_then(|min| ask.prefix().filter(|p| p.tokens >= min));
+        match prefix {
+            Some(prefix) => crate::route::affinity::order(targets, prefix.hash, &mut plan),
+            None => strategy.order(targets, ask, tokio::time::Instant::now(), &mut plan),
+        }
+        plan.extend(fallbacks.iter().cloned());
+        if plan.iter().any(|t| t.context_window.is_some()) {
+            let need = ask.context_tokens();
+            let fits = |t: &Arc<Target>| t.context_window.is_none_or(|w| need <= w);
+            if plan.iter().any(fits) {
+                plan.retain(fits);
+            }
+        }
+        Plan {
+            targets: plan,
+            rule,
+            affinity: prefix.is_some(),
+        }
+    }
+
+    /// Every target and fallback, the rules' included.
+    pub fn all_targets(&self) -> impl Iterator<Item = &Arc<Target>> {
+        self.targets.iter().chain(&self.fallbacks).chain(
+            self.rules
+                .iter()
+                .flat_map(|r| r.targets.iter().chain(&r.fallbacks)),
+        )
     }
 }
 

@@ -7,12 +7,15 @@
 
 pub mod backoff;
 pub mod breaker;
+pub mod hedge;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use http::StatusCode;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::config::{Route, Target};
@@ -41,35 +44,81 @@ pub struct Success<T> {
     pub value: T,
     pub target: Arc<Target>,
     pub attempts: u32,
+    /// A hedged try that lost the race and was cancelled: its prompt was sent, so it
+    /// costs something.
+    pub hedge_loser: Option<Arc<Target>>,
 }
 
-/// Tries `route`'s targets in plan order until one succeeds.
+/// What a request's tries share: the route, the try function and the count of tries.
+struct Tries<'a, F> {
+    route: &'a Route,
+    operation: Operation,
+    metrics: &'a Metrics,
+    attempt: &'a F,
+    /// Shared by the two tries of a hedged race (hence atomic; one task polls both).
+    attempts: AtomicU32,
+}
+
+/// Why a target gave no answer.
+enum Stop {
+    /// The request's own fault: answer the client now.
+    Final(TryError),
+    /// The target refused the request as larger than its context window.
+    TooLarge(TryError),
+    /// Failed (after its retries); the next target may do better.
+    Failed(TryError),
+    /// Its circuit is open: nothing was sent.
+    Open,
+}
+
+/// Tries `plan`'s targets in order until one succeeds.
 ///
 /// Per target: a try, then up to `retry.attempts` retries of retriable failures, waiting
 /// the backoff or the upstream's `Retry-After` (one longer than `maxRetryAfter` moves on
 /// at once). Targets whose circuit is open are skipped. A failure that is the request's
-/// own fault ends the loop at once. The caller bounds the whole loop with the total
-/// deadline. Each try runs in its own client span (`operation` names it).
+/// own fault ends the loop at once; a context-length refusal moves on only to targets
+/// with a larger declared context window. With hedging, a slow first target races the
+/// next one. The caller bounds the whole loop with the total deadline. Each try runs in
+/// its own client span (`operation` names it).
 pub async fn run<T, F, Fut>(
     route: &Route,
+    plan: Vec<Arc<Target>>,
     operation: Operation,
     metrics: &Metrics,
     eligible: impl Fn(&Target) -> bool,
     tokens: impl Fn() -> u64,
-    mut attempt: F,
+    attempt: F,
 ) -> Result<Success<T>, ProxyError>
 where
-    F: FnMut(Arc<Target>) -> Fut,
+    F: Fn(Arc<Target>) -> Fut,
     Fut: Future<Output = Result<T, TryError>>,
 {
-    let mut attempts = 0u32;
+    let tries = Tries {
+        route,
+        operation,
+        metrics,
+        attempt: &attempt,
+        attempts: AtomicU32::new(0),
+    };
+    if let Some(hedge) = &route.hedge {
+        hedge.earn();
+    }
     let mut last: Option<(Arc<Target>, TryError)> = None;
     let mut any_eligible = false;
-    for target in route.plan() {
+    // After a context-length refusal: the window a target must exceed (0 when the refusing
+    // target declared none, so any declared window may do better).
+    let mut larger_than: Option<u64> = None;
+    let mut queue = plan.into_iter();
+    while let Some(target) = queue.next() {
         if !eligible(&target) {
             continue;
         }
         any_eligible = true;
+        if let Some(min) = larger_than
+            && target.context_window.is_none_or(|w| w <= min)
+        {
+            continue;
+        }
         // The provider account's limit: wait briefly for room, else spill to the next
         // target rather than collect its 429.
         if let Some(limiter) = &target.provider.limiter
@@ -81,70 +130,52 @@ where
             }
             continue;
         }
-        let mut backoff = Backoff::new(&route.retry);
-        let mut retries = 0;
-        loop {
-            let Some(permit) = target.breaker.acquire(&route.breaker) else {
-                metrics.attempt(&route.alias, &target.label, "circuit_open");
-                break;
-            };
-            if retries == 0 && last.is_some() {
-                metrics.fallback(&route.alias);
-            }
-            attempts += 1;
-            let fallback = match &last {
-                Some((_, err)) if retries == 0 => Some(err.outcome),
-                _ => None,
-            };
-            let span = spans::attempt(&target, operation, attempts, fallback, retries > 0);
-            let err = match attempt(target.clone()).instrument(span.clone()).await {
-                Ok(value) => {
-                    permit.success();
-                    metrics.attempt(&route.alias, &target.label, "ok");
-                    return Ok(Success {
-                        value,
-                        target,
-                        attempts,
-                    });
-                }
-                Err(err) => err,
-            };
-            spans::attempt_failed(&span, err.outcome, err.status.map(|s| s.as_u16()));
-            metrics.attempt(&route.alias, &target.label, err.outcome);
-            match err.disposition {
-                Disposition::Final => {
-                    // The request's fault says nothing about the target's health.
-                    drop(permit);
-                    return Err(err.into_proxy_error(&route.alias, &target, attempts));
-                }
-                Disposition::FailOver => {
-                    permit.failure(&route.breaker);
-                    last = Some((target.clone(), err));
-                    break;
-                }
-                Disposition::Unsupported => {
-                    drop(permit);
-                    last = Some((target.clone(), err));
-                    break;
-                }
-                Disposition::Retry => {
-                    permit.failure(&route.breaker);
-                    let wait = match err.retry_after {
-                        Some(after) if after > route.retry.max_retry_after => None,
-                        Some(after) => Some(after),
-                        None => Some(backoff.next_wait()),
-                    };
-                    last = Some((target.clone(), err));
-                    let Some(wait) = wait.filter(|_| retries < route.retry.attempts) else {
-                        break;
-                    };
-                    retries += 1;
-                    metrics.retry(&route.alias, &target.label);
-                    tokio::time::sleep(wait).await;
+        let fallback = last.as_ref().map(|(_, err)| err.outcome);
+        let hedge = match (&route.hedge, &last) {
+            (Some(hedge), None) => hedge.delay(&target, Instant::now()).map(|d| (hedge, d)),
+            _ => None,
+        };
+        let (target, stopped) = match hedge {
+            None => (target.clone(), tries.target(&target, fallback).await),
+            Some((hedge, delay)) => {
+                let second = || {
+                    let next = queue.as_slice().iter().position(|t| eligible(t))?;
+                    // Skip what comes before the second: ineligible either way.
+                    let t = queue.as_slice()[next].clone();
+                    (0..=next).for_each(|_| drop(queue.next()));
+                    Some(t)
+                };
+                match tries.hedged(&target, delay, hedge, second).await {
+                    Raced::Won(success) => return Ok(success),
+                    Raced::Stopped(t, stop) => (t, stop),
                 }
             }
+        };
+        match stopped {
+            Ok((value, hedge_loser)) => {
+                return Ok(Success {
+                    value,
+                    target,
+                    attempts: tries.attempts.load(Ordering::Relaxed),
+                    hedge_loser,
+                });
+            }
+            Err(Stop::Final(err)) => {
+                return Err(err.into_proxy_error(
+                    &route.alias,
+                    &target,
+                    tries.attempts.load(Ordering::Relaxed),
+                ));
+            }
+            Err(Stop::TooLarge(err)) => {
+                larger_than = Some(target.context_window.unwrap_or(0));
+                last = Some((target, err));
+            }
+            Err(Stop::Failed(err)) => last = Some((target, err)),
+            Err(Stop::Open) => {}
         }
     }
+    let attempts = tries.attempts.load(Ordering::Relaxed);
     Err(match last {
         Some((target, err)) => err.into_proxy_error(&route.alias, &target, attempts),
         None if !any_eligible => ProxyError::BadRequest(format!(
@@ -158,6 +189,176 @@ where
             ),
         },
     })
+}
+
+/// How a hedged race ended.
+enum Raced<T> {
+    Won(Success<T>),
+    /// No answer: the target whose failure counts, and why.
+    Stopped(Arc<Target>, Result<(T, Option<Arc<Target>>), Stop>),
+}
+
+// === impl Tries ===
+
+impl<F, Fut, T> Tries<'_, F>
+where
+    F: Fn(Arc<Target>) -> Fut,
+    Fut: Future<Output = Result<T, TryError>>,
+{
+    /// One target: a try and its retries. `fallback` says why the previous target was left,
+    /// for the span.
+    async fn target(
+        &self,
+        target: &Arc<Target>,
+        fallback: Option<&'static str>,
+    ) -> Result<(T, Option<Arc<Target>>), Stop> {
+        let (route, metrics) = (self.route, self.metrics);
+        let mut backoff = Backoff::new(&route.retry);
+        let mut retries = 0;
+        let mut failed = None;
+        loop {
+            let Some(permit) = target.breaker.acquire(&route.breaker) else {
+                metrics.attempt(&route.alias, &target.label, "circuit_open");
+                return Err(failed.map_or(Stop::Open, Stop::Failed));
+            };
+            if retries == 0 && fallback.is_some() {
+                metrics.fallback(&route.alias);
+            }
+            self.attempts.fetch_add(1, Ordering::Relaxed);
+            let reason = if retries == 0 { fallback } else { None };
+            let span = spans::attempt(
+                target,
+                self.operation,
+                self.attempts.load(Ordering::Relaxed),
+                reason,
+                retries > 0,
+            );
+            let started = Instant::now();
+            let err = match (self.attempt)(target.clone())
+                .instrument(span.clone())
+                .await
+            {
+                Ok(value) => {
+                    permit.success();
+                    target
+                        .latency
+                        .first_token(started.elapsed(), Instant::now());
+                    metrics.attempt(&route.alias, &target.label, "ok");
+                    return Ok((value, None));
+                }
+                Err(err) => err,
+            };
+            spans::attempt_failed(&span, err.outcome, err.status.map(|s| s.as_u16()));
+            metrics.attempt(&route.alias, &target.label, err.outcome);
+            match err.disposition {
+                // The request's fault says nothing about the target's health.
+                Disposition::Final => return Err(Stop::Final(err)),
+                Disposition::TooLarge => return Err(Stop::TooLarge(err)),
+                Disposition::Unsupported => return Err(Stop::Failed(err)),
+                Disposition::FailOver => {
+                    permit.failure(&route.breaker);
+                    target.latency.failure(Instant::now());
+                    return Err(Stop::Failed(err));
+                }
+                Disposition::Retry => {
+                    permit.failure(&route.breaker);
+                    target.latency.failure(Instant::now());
+                    let wait = match err.retry_after {
+                        Some(after) if after > route.retry.max_retry_after => None,
+                        Some(after) => Some(after),
+                        None => Some(backoff.next_wait()),
+                    };
+                    let Some(wait) = wait.filter(|_| retries < route.retry.attempts) else {
+                        return Err(Stop::Failed(err));
+                    };
+                    failed = Some(err);
+                    retries += 1;
+                    metrics.retry(&route.alias, &target.label);
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// `first`, and when it has not answered within `delay`, also the target `second`
+    /// gives (if the hedge budget allows): the first answer wins and the other try is
+    /// dropped, which cancels its upstream request.
+    async fn hedged(
+        &self,
+        first: &Arc<Target>,
+        delay: Duration,
+        hedge: &hedge::Hedge,
+        second: impl FnOnce() -> Option<Arc<Target>>,
+    ) -> Raced<T> {
+        let one = self.target(first, None);
+        tokio::pin!(one);
+        let early = tokio::select! {
+            r = &mut one => Some(r),
+            () = tokio::time::sleep(delay) => None,
+        };
+        if let Some(r) = early {
+            return Raced::Stopped(first.clone(), r);
+        }
+        let Some(other) = second() else {
+            return Raced::Stopped(first.clone(), one.await);
+        };
+        if !hedge.spend() {
+            self.metrics.hedge(&self.route.alias, "denied");
+            let r = one.await;
+            // The budget said no: the second target stays next in line.
+            return match r {
+                Ok(v) => Raced::Stopped(first.clone(), Ok(v)),
+                Err(stop) => match self.target(&other, Some("hedge_denied")).await {
+                    Ok(v) => Raced::Stopped(other, Ok(v)),
+                    Err(Stop::Open) => Raced::Stopped(first.clone(), Err(stop)),
+                    Err(s) => Raced::Stopped(other, Err(s)),
+                },
+            };
+        }
+        self.metrics.hedge(&self.route.alias, "started");
+        let two = self.target(&other, Some("hedge"));
+        tokio::pin!(two);
+        let (winner, loser, result, rest) = tokio::select! {
+            r = &mut one => (first.clone(), other.clone(), r, Either::Two(two)),
+            r = &mut two => (other.clone(), first.clone(), r, Either::One(one)),
+        };
+        let won = |value, target: Arc<Target>, loser| {
+            self.metrics.hedge(
+                &self.route.alias,
+                if Arc::ptr_eq(&target, first) {
+                    "first_won"
+                } else {
+                    "hedge_won"
+                },
+            );
+            Raced::Won(Success {
+                value,
+                target,
+                attempts: self.attempts.load(Ordering::Relaxed),
+                hedge_loser: loser,
+            })
+        };
+        match result {
+            // The other try is still running: dropping it cancels it.
+            Ok((value, _)) => won(value, winner, Some(loser)),
+            Err(stop) => {
+                let r = match rest {
+                    Either::One(f) => f.await,
+                    Either::Two(f) => f.await,
+                };
+                match r {
+                    Ok((value, _)) => won(value, loser, None),
+                    Err(Stop::Open) => Raced::Stopped(winner, Err(stop)),
+                    Err(s) => Raced::Stopped(loser, Err(s)),
+                }
+            }
+        }
+    }
+}
+
+enum Either<A, B> {
+    One(A),
+    Two(B),
 }
 
 // === impl TryError ===

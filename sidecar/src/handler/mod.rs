@@ -1,10 +1,11 @@
 //! One module per endpoint; this one routes paths to them and owns the shared steps
 //! (reading a size-limited body, turning errors into responses).
 
+pub mod cached;
 pub mod exchange;
 mod model_call;
 pub mod report;
-pub use model_call::settle;
+pub use model_call::{charge_hedge_loser, settle};
 mod models;
 pub mod upstream;
 

@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use super::cached::{self, Lookup};
 use super::exchange::Exchange;
 use super::report::{self, Call};
 use super::{decision_headers, json_response, read_body, upstream};
@@ -23,6 +24,7 @@ use crate::error::ProxyError;
 use crate::limits::admission::RequestFacts;
 use crate::limits::{self, Admission, admission};
 use crate::provider::Operation;
+use crate::route::ask::Ask;
 use crate::stream::body::{ProxyBody, collect_limited, full};
 use crate::stream::relay;
 use crate::telemetry::spans::CallSpan;
@@ -58,12 +60,28 @@ pub async fn handle(
     let trace_id = report::trace_id(app, req.headers());
     let span = CallSpan::start(exchange.operation(), req.headers());
     let prepared = match prepare(app, req, exchange, model_in).await {
-        Ok((route, request, headers)) => limit(app, route, request, headers, exchange)
-            .await
-            .map_err(|(route, e)| (Some(route), e)),
+        Ok((route, request, headers)) => {
+            let lookup = cached::lookup(app, &route, &request, &headers, exchange);
+            if let Lookup::Hit(entry) = &lookup {
+                return hit(
+                    app,
+                    &route,
+                    &request,
+                    entry,
+                    exchange,
+                    (started, trace_id, span),
+                );
+            }
+            limit(app, route, request, headers, exchange)
+                .await
+                .map(|(route, request, headers, admission)| {
+                    (route, request, headers, admission, lookup)
+                })
+                .map_err(|(route, e)| (Some(route), e))
+        }
         Err(e) => Err((None, e)),
     };
-    let (route, request, headers, admission) = match prepared {
+    let (route, request, headers, admission, lookup) = match prepared {
         Ok(p) => p,
         Err((route, e)) => {
             let alias = route.map_or(unknown, |r| r.alias.clone());
@@ -92,23 +110,51 @@ pub async fn handle(
     if let Some(budget) = admission.as_ref().and_then(Admission::downgraded_by) {
         span.downgraded(budget);
     }
+    let plan = route.plan(&Ask::new(&headers, &request));
+    if let Some(rule) = &plan.rule {
+        app.metrics.routing.rule(&route.alias, rule);
+        span.rule(rule);
+    }
+    let mut decided = HeaderMap::new();
+    cached::mark(&mut decided, &lookup);
+    if let Some(rule) = plan
+        .rule
+        .as_deref()
+        .and_then(|r| HeaderValue::from_str(r).ok())
+    {
+        decided.insert(RULE_HEADER, rule);
+    }
+    let fill = match lookup {
+        Lookup::Miss(fill) => Some(fill),
+        Lookup::Off | Lookup::Hit(_) => None,
+    };
     if request.stream {
         return relay::serve(
             app.clone(),
-            route,
+            (route, plan.targets),
             request,
             headers,
             exchange,
             (started, trace_id, span),
             admission,
+            (decided, fill),
         )
         .await;
     }
-    let answered = unary(app, &route, &request, &headers, exchange)
+    let answered = unary(app, &route, plan.targets, &request, &headers, exchange)
         .instrument(span.span().clone())
         .await;
     match answered {
         Ok(answer) => {
+            let mut admission = admission;
+            if let Some(loser) = &answer.hedge_loser {
+                charge_hedge_loser(app, &route, admission.as_mut(), loser, &request);
+            }
+            if let Some(fill) = fill
+                && let Some(kept) = cached::unary(answer.value.0.status, &answer.value.1)
+            {
+                cached::store(app, &route, fill, &answer.target.label, kept);
+            }
             let body = &answer.value.1;
             let usage = dialect.body_token_usage(body);
             if let Some(u) = usage {
@@ -148,9 +194,11 @@ pub async fn handle(
                     ttft: None,
                     trace_id,
                     bodies: Some((request.body(), body)),
+                    cache_hit: false,
                 },
             );
             let mut resp = respond(answer);
+            resp.headers_mut().extend(decided);
             if let Some(a) = admitted {
                 a.write(resp.headers_mut());
             }
@@ -173,6 +221,69 @@ pub async fn handle(
             span.end(e.status().as_u16(), Some(e.metric_kind()));
             json_response(e.status(), dialect.error_body(&e))
         }
+    }
+}
+
+/// The header naming the match rule that chose the targets.
+pub const RULE_HEADER: &str = "x-modelroute-rule";
+
+/// Answers from the response cache: no upstream call, no budget or rate limit spent.
+fn hit(
+    app: &App,
+    route: &Route,
+    request: &ModelRequest,
+    entry: &crate::cache::Entry,
+    exchange: Exchange,
+    (started, trace_id, span): (Instant, Option<String>, CallSpan),
+) -> Response<ProxyBody> {
+    let resp = cached::respond(entry);
+    let status = resp.status().as_u16();
+    app.metrics.request(
+        &route.alias,
+        Some(&entry.target),
+        status,
+        started.elapsed().as_secs_f64(),
+    );
+    span.request(exchange.operation(), request, route);
+    span.cache_hit();
+    span.end(status, None);
+    let call = Call {
+        route: &route.alias,
+        asked: None,
+        operation: exchange.operation(),
+        target: None,
+        status,
+        error: None,
+        stream: request.stream,
+        usage: None,
+        cost: None,
+        started,
+        ttft: None,
+        trace_id,
+        bodies: None,
+        cache_hit: true,
+    };
+    report::finished(app, call);
+    resp
+}
+
+/// Books what a cancelled hedged try cost: its prompt was sent to `loser`, so its input
+/// tokens (estimated) are paid at `loser`'s price, in metrics and in the request's budgets.
+pub fn charge_hedge_loser(
+    app: &App,
+    route: &Route,
+    admission: Option<&mut Admission>,
+    loser: &Target,
+    request: &ModelRequest,
+) {
+    let Some(price) = loser.price.as_deref() else {
+        return;
+    };
+    let usage = TokenUsage::estimated(crate::cost::estimate_request_tokens(request.body()), 0);
+    let cost = crate::cost::cost(&usage, price);
+    app.metrics.cost(&route.alias, &loser.label, cost);
+    if let Some(admission) = admission {
+        admission.also_spent(cost.nano_usd);
     }
 }
 
@@ -290,6 +401,7 @@ type Answer = (http::response::Parts, Bytes);
 async fn unary(
     app: &App,
     route: &Route,
+    plan: Vec<Arc<Target>>,
     request: &ModelRequest,
     headers: &HeaderMap,
     exchange: Exchange,
@@ -298,6 +410,7 @@ async fn unary(
     let tokens = std::sync::OnceLock::new();
     let attempts = dispatch::run(
         route,
+        plan,
         exchange.operation(),
         &app.metrics,
         |t| exchange.eligible(t),
@@ -349,6 +462,7 @@ fn respond(answer: Success<Answer>) -> Response<ProxyBody> {
         value: (parts, bytes),
         target,
         attempts,
+        ..
     } = answer;
     let mut resp = Response::new(full(bytes));
     *resp.status_mut() = parts.status;

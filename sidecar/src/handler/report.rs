@@ -37,6 +37,8 @@ pub struct Call<'a> {
     pub trace_id: Option<String>,
     /// Request and response bodies, when the audit log keeps them.
     pub bodies: Option<(&'a [u8], &'a [u8])>,
+    /// Answered from the response cache.
+    pub cache_hit: bool,
 }
 
 impl<'a> Call<'a> {
@@ -63,6 +65,7 @@ impl<'a> Call<'a> {
             ttft: None,
             trace_id,
             bodies: None,
+            cache_hit: false,
         }
     }
 }
@@ -101,6 +104,7 @@ pub fn finished(app: &App, call: Call<'_>) {
         latency_ms: ms(call.started.elapsed()),
         ttft_ms: call.ttft.map(ms),
         trace_id: call.trace_id,
+        cache_hit: call.cache_hit,
         ..Record::default()
     };
     log.record(record, call.bodies);

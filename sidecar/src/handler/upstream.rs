@@ -64,6 +64,15 @@ async fn refusal(target: &Target, response: Response<UpstreamBody>) -> TryError 
     if error.message.is_empty() {
         error.message = status.canonical_reason().unwrap_or("error").to_string();
     }
+    if classify::context_exceeded(status, &error) {
+        return TryError {
+            disposition: classify::Disposition::TooLarge,
+            status: Some(status),
+            error,
+            retry_after: None,
+            outcome: "context_length",
+        };
+    }
     TryError {
         disposition: classify::disposition(status),
         status: Some(status),

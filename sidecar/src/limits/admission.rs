@@ -82,6 +82,8 @@ pub struct Admission {
     pub downgrade: Option<Arc<Target>>,
     /// The `x-ratelimit-*` values of the first rate limit.
     pub rate_headers: Option<RateHeaders>,
+    /// Spent beside the answer: a hedged try that lost the race (nano-USD).
+    extra_nano_usd: u64,
     settled: bool,
 }
 
@@ -117,6 +119,7 @@ pub async fn admit(
         clamped: None,
         downgrade: None,
         rate_headers: None,
+        extra_nano_usd: 0,
         settled: false,
     };
     let scope_input = ScopeInput {
@@ -294,6 +297,12 @@ impl Admission {
         !self.holds.is_empty()
     }
 
+    /// Books `nano_usd` spent on this request besides the answer's own cost (a hedged try
+    /// cancelled after its prompt was sent); it is settled with the answer.
+    pub fn also_spent(&mut self, nano_usd: u64) {
+        self.extra_nano_usd = self.extra_nano_usd.saturating_add(nano_usd);
+    }
+
     /// Settles the request: its cost from `usage` (or, when the provider reported none, from
     /// the estimated prompt and `estimated_output`) at `target`'s price. `target` is `None`
     /// when no upstream answered: nothing was spent.
@@ -322,7 +331,7 @@ impl Admission {
         for taken in &self.tokens {
             self.limits.rates.settle(taken, used_tokens, now);
         }
-        let spent = cost.map_or(0, |c| c.nano_usd);
+        let spent = cost.map_or(0, |c| c.nano_usd) + self.extra_nano_usd;
         for hold in &self.holds {
             let crossed = self
                 .limits

@@ -17,6 +17,9 @@ pub enum Disposition {
     /// This target's provider cannot express the request (a field it has no equivalent
     /// for): move on; it says nothing about the target's health.
     Unsupported,
+    /// The prompt does not fit this target's context window: only a target with a larger
+    /// window may take it; it says nothing about the target's health.
+    TooLarge,
 }
 
 /// The parts of an upstream error body worth passing on.
@@ -38,6 +41,30 @@ pub fn disposition(status: StatusCode) -> Disposition {
         401 | 403 | 404 => Disposition::FailOver,
         _ => Disposition::Final,
     }
+}
+
+/// Whether a refusal says the prompt does not fit the model's context window, in the words
+/// each provider uses: OpenAI (and DeepSeek, vLLM) `code: context_length_exceeded` / "This
+/// model's maximum context length is 8192 tokens", Anthropic "prompt is too long: 210000
+/// tokens > 200000 maximum", Gemini "The input token count (N) exceeds the maximum number of
+/// tokens allowed (M)", Mistral "... too large for model with 32768 maximum context length".
+pub fn context_exceeded(status: StatusCode, error: &ErrorBody) -> bool {
+    if !matches!(status.as_u16(), 400 | 413) {
+        return false;
+    }
+    if error.code.as_deref() == Some("context_length_exceeded") {
+        return true;
+    }
+    let message = error.message.to_ascii_lowercase();
+    [
+        "maximum context length",
+        "context length exceeded",
+        "context window",
+        "prompt is too long",
+        "exceeds the maximum number of tokens",
+    ]
+    .iter()
+    .any(|phrase| message.contains(phrase))
 }
 
 /// How long the upstream asks us to wait: `retry-after-ms`, then `retry-after` in seconds
@@ -112,6 +139,34 @@ fn truncate(s: &str, max: usize) -> &str {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn context_length_refusals_in_each_providers_words() {
+        let bad = StatusCode::BAD_REQUEST;
+        // OpenAI's documented error body for an oversized prompt.
+        let openai = error_body(
+            br#"{"error":{"message":"This model's maximum context length is 128000 tokens. However, your messages resulted in 130512 tokens. Please reduce the length of the messages.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
+        );
+        assert!(context_exceeded(bad, &openai));
+        let anthropic = ErrorBody {
+            message: "prompt is too long: 210000 tokens > 200000 maximum".into(),
+            kind: Some("invalid_request_error".into()),
+            code: None,
+        };
+        assert!(context_exceeded(bad, &anthropic));
+        let gemini = ErrorBody {
+            message: "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).".into(),
+            kind: Some("INVALID_ARGUMENT".into()),
+            code: None,
+        };
+        assert!(context_exceeded(bad, &gemini));
+        let other = ErrorBody {
+            message: "temperature must be between 0 and 2".into(),
+            ..Default::default()
+        };
+        assert!(!context_exceeded(bad, &other));
+        assert!(!context_exceeded(StatusCode::TOO_MANY_REQUESTS, &openai));
+    }
 
     #[test]
     fn statuses() {

@@ -3,7 +3,12 @@
 /// Appends `items` to `out` in a random order where each next item is drawn with
 /// probability proportional to its weight among those not yet drawn. The first item is
 /// therefore an ordinary weighted choice.
-pub fn order<T: Clone>(items: &[T], weight: impl Fn(&T) -> u32, out: &mut Vec<T>) {
+pub fn order<T: Clone>(
+    items: &[T],
+    weight: impl Fn(&T) -> u32,
+    rng: &mut fastrand::Rng,
+    out: &mut Vec<T>,
+) {
     let start = out.len();
     let mut remaining: u64 = items.iter().map(|i| u64::from(weight(i))).sum();
     let mut taken = vec![false; items.len()];
@@ -11,7 +16,7 @@ pub fn order<T: Clone>(items: &[T], weight: impl Fn(&T) -> u32, out: &mut Vec<T>
         if remaining == 0 {
             break;
         }
-        let mut ticket = fastrand::u64(0..remaining);
+        let mut ticket = rng.u64(0..remaining);
         for (i, item) in items.iter().enumerate() {
             if taken[i] {
                 continue;
@@ -43,7 +48,7 @@ mod tests {
         let items = [("a", 5), ("b", 1), ("c", 3)];
         for _ in 0..100 {
             let mut out = Vec::new();
-            order(&items, |i| i.1, &mut out);
+            order(&items, |i| i.1, &mut fastrand::Rng::new(), &mut out);
             let mut names: Vec<_> = out.iter().map(|i| i.0).collect();
             names.sort_unstable();
             assert_eq!(names, ["a", "b", "c"]);
@@ -52,13 +57,13 @@ mod tests {
 
     #[test]
     fn first_choice_follows_the_weights() {
-        fastrand::seed(7);
+        let mut rng = fastrand::Rng::with_seed(7);
         let items = [("a", 90), ("b", 10)];
         let n = 20_000;
         let mut a_first = 0;
         for _ in 0..n {
             let mut out = Vec::new();
-            order(&items, |i| i.1, &mut out);
+            order(&items, |i| i.1, &mut rng, &mut out);
             if out[0].0 == "a" {
                 a_first += 1;
             }
@@ -71,7 +76,7 @@ mod tests {
     #[test]
     fn a_single_item_is_always_first() {
         let mut out = vec![("x", 0)];
-        order(&[("only", 1)], |i| i.1, &mut out);
+        order(&[("only", 1)], |i| i.1, &mut fastrand::Rng::new(), &mut out);
         assert_eq!(out, [("x", 0), ("only", 1)]);
     }
 }

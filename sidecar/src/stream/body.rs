@@ -23,6 +23,8 @@ pub enum ProxyBody {
     Full(Option<Bytes>),
     /// Events as the relay sends them.
     Stream(mpsc::Receiver<Bytes>),
+    /// A recorded stream replayed (from the response cache), one frame per event.
+    Frames(std::vec::IntoIter<Bytes>),
 }
 
 // === impl ProxyBody ===
@@ -52,18 +54,23 @@ impl Body for ProxyBody {
             Self::Stream(rx) => rx
                 .poll_recv(cx)
                 .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
+            Self::Frames(frames) => Poll::Ready(frames.next().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self, Self::Full(None))
+        match self {
+            Self::Full(b) => b.is_none(),
+            Self::Frames(f) => f.len() == 0,
+            Self::Stream(_) => false,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Self::Full(None) => SizeHint::with_exact(0),
-            Self::Stream(_) => SizeHint::default(),
+            Self::Stream(_) | Self::Frames(_) => SizeHint::default(),
         }
     }
 }

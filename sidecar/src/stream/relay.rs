@@ -23,10 +23,12 @@ use super::sse::{Decoder, Event};
 use crate::App;
 use crate::api::dialect::Dialect;
 use crate::api::{ModelRequest, Usage};
+use crate::cache::StreamRecorder;
 use crate::config::{Route, Target};
 use crate::cost::{Cost, TokenUsage};
 use crate::dispatch::{self, Success, TryError};
 use crate::error::ProxyError;
+use crate::handler::cached::{self, Fill};
 use crate::handler::exchange::Exchange;
 use crate::handler::report::{self, Call};
 use crate::handler::{decision_headers, json_response, upstream};
@@ -39,6 +41,9 @@ use crate::telemetry::spans::CallSpan;
 use tracing::Instrument;
 
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// The longest stream the response cache keeps.
+const MAX_CACHED_STREAM_BYTES: usize = 4 * 1024 * 1024;
 
 /// A stream whose first event has arrived (and been translated to OpenAI's format).
 struct Started {
@@ -56,6 +61,8 @@ enum Client {
         oneshot::Sender<Response<ProxyBody>>,
         Dialect,
         limits::headers::Admitted,
+        /// Routing decisions for the client: the rule, the cache's verdict.
+        HeaderMap,
     ),
     /// Head sent; events go through the body channel.
     Streaming(mpsc::Sender<Bytes>, Dialect),
@@ -102,14 +109,19 @@ enum End {
 }
 
 /// Starts the stream task and waits for its response head.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; a struct would only rename them"
+)]
 pub async fn serve(
     app: Arc<App>,
-    route: Arc<Route>,
+    (route, plan): (Arc<Route>, Vec<Arc<Target>>),
     request: ModelRequest,
     headers: HeaderMap,
     exchange: Exchange,
     (started, trace_id, span): (Instant, Option<String>, CallSpan),
     admission: Option<Admission>,
+    (decided, fill): (HeaderMap, Option<Fill>),
 ) -> Response<ProxyBody> {
     let (respond, head) = oneshot::channel();
     let extra = admission
@@ -120,12 +132,12 @@ pub async fn serve(
     let parent = span.span().clone();
     let task = run(
         app.clone(),
-        route,
+        (route, plan),
         request,
-        (headers, extra),
+        (headers, extra, decided),
         exchange,
         (started, trace_id, span),
-        respond,
+        (respond, fill),
         admission,
     );
     app.tasks.spawn(task.instrument(parent));
@@ -143,12 +155,12 @@ pub async fn serve(
 )]
 async fn run(
     app: Arc<App>,
-    route: Arc<Route>,
+    (route, plan): (Arc<Route>, Vec<Arc<Target>>),
     request: ModelRequest,
-    (headers, extra): (HeaderMap, limits::headers::Admitted),
+    (headers, extra, decided): (HeaderMap, limits::headers::Admitted, HeaderMap),
     exchange: Exchange,
     (started, trace_id, span): (Instant, Option<String>, CallSpan),
-    respond: oneshot::Sender<Response<ProxyBody>>,
+    (respond, fill): (oneshot::Sender<Response<ProxyBody>>, Option<Fill>),
     admission: Option<Admission>,
 ) {
     let deadline = started + route.timeouts.total;
@@ -161,14 +173,16 @@ async fn run(
             .as_ref()
             .filter(|a| a.wants_bodies())
             .map(|_| Vec::new()),
+        record: fill.map(|f| (StreamRecorder::new(MAX_CACHED_STREAM_BYTES), f)),
     };
     let dialect = exchange.dialect();
-    let mut client = Client::Waiting(respond, dialect, extra);
+    let mut client = Client::Waiting(respond, dialect, extra, decided);
     let first_byte = route.timeouts.first_byte;
     let (request, headers) = (&request, &headers);
     let tokens = std::sync::OnceLock::new();
     let attempts = dispatch::run(
         &route,
+        plan,
         Operation::Chat,
         &app.metrics,
         |t| exchange.eligible(t),
@@ -221,6 +235,7 @@ async fn run(
         value: stream,
         target,
         attempts,
+        hedge_loser,
     } = success;
     client.commit(Some((&target, attempts)));
     seen.span.served(&target, attempts);
@@ -255,6 +270,15 @@ async fn run(
         app.metrics.tokens(&route.alias, &target.label, usage);
     }
     let generated = tally.generated.unwrap_or(0);
+    if let Some(loser) = &hedge_loser {
+        crate::handler::charge_hedge_loser(&app, &route, tally.budget.as_mut(), loser, request);
+    }
+    if let (End::Complete, Some((recorder, fill))) = (&end, seen.record.take())
+        && let Some(frames) = recorder.finish()
+    {
+        let answer = crate::cache::Answer::Stream { frames };
+        cached::store(&app, &route, fill, &target.label, answer);
+    }
     let served = (&*target, request);
     let cost = crate::handler::settle(
         &app,
@@ -437,7 +461,9 @@ async fn relay(
                         if tally.finish.is_some() {
                             // Complete but for the terminator some servers omit.
                             if let Some(done) = tally.dialect.done() {
-                                client.send(Bytes::from_static(done)).await;
+                                let done = Bytes::from_static(done);
+                                seen.record(&done);
+                                client.send(done).await;
                             }
                             return End::Complete;
                         }
@@ -489,6 +515,7 @@ async fn relay(
             Step::BudgetStop(b) => (b, Some(End::BudgetStop)),
         };
         seen.capture(&bytes);
+        seen.record(&bytes);
         let len = bytes.len() as u64;
         if !client.send(bytes).await {
             return End::ClientGone;
@@ -587,9 +614,17 @@ struct Seen {
     span: CallSpan,
     ttft: Option<Duration>,
     body: Option<Vec<u8>>,
+    /// The events as sent, for the response cache.
+    record: Option<(StreamRecorder, Fill)>,
 }
 
 impl Seen {
+    fn record(&mut self, bytes: &Bytes) {
+        if let Some((recorder, _)) = &mut self.record {
+            recorder.push(bytes);
+        }
+    }
+
     fn capture(&mut self, bytes: &[u8]) {
         if let Some(body) = &mut self.body {
             // One byte past the cap is enough for the audit log to mark the body cut.
@@ -655,6 +690,7 @@ fn finish(
             ttft: seen.ttft,
             trace_id: seen.trace_id,
             bodies: seen.body.as_deref().map(|b| (request.body().as_ref(), b)),
+            cache_hit: false,
         },
     );
 }
@@ -723,7 +759,9 @@ impl Client {
     /// Sends the response head (once). `target` is known unless this is a keep-alive.
     fn commit(&mut self, target: Option<(&Target, u32)>) {
         let Client::Waiting(..) = self else { return };
-        let Client::Waiting(respond, dialect, extra) = std::mem::replace(self, Client::Gone) else {
+        let Client::Waiting(respond, dialect, extra, decided) =
+            std::mem::replace(self, Client::Gone)
+        else {
             return;
         };
         let (tx, body) = ProxyBody::channel();
@@ -741,6 +779,7 @@ impl Client {
             decision_headers(h, &target.label, attempts);
         }
         extra.write(h);
+        h.extend(decided);
         if respond.send(resp).is_ok() {
             *self = Client::Streaming(tx, dialect);
         }
@@ -771,7 +810,7 @@ impl Client {
     /// Reports a failure: as the response when nothing was sent, else as an event.
     async fn fail(&mut self, err: ProxyError) {
         match std::mem::replace(self, Client::Gone) {
-            Client::Waiting(respond, dialect, _) => {
+            Client::Waiting(respond, dialect, ..) => {
                 let _ = respond.send(json_response(err.status(), dialect.error_body(&err)));
             }
             Client::Streaming(tx, dialect) => {

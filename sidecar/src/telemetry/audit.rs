@@ -109,6 +109,9 @@ pub struct Record {
     /// The W3C trace id of the client's `traceparent`, to join the app's own traces.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// Answered from the response cache (no upstream call, nothing spent).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cache_hit: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_body: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

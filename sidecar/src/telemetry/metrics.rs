@@ -197,6 +197,7 @@ pub struct Metrics {
     budget_spent: Family<LedgerLabels, Gauge<f64, AtomicU64>>,
     budget_remaining: Family<LedgerLabels, Gauge<f64, AtomicU64>>,
     gen_ai: GenAiMetrics,
+    pub routing: super::routing_metrics::RoutingMetrics,
 }
 
 // === impl Metrics ===
@@ -237,8 +238,10 @@ impl Metrics {
         let budget_spent = Family::default();
         let budget_remaining = Family::default();
         let gen_ai = GenAiMetrics::new();
+        let routing = super::routing_metrics::RoutingMetrics::default();
         let r = &mut registry;
         gen_ai.register(r);
+        routing.register(r);
         r.register(
             "modelroute_cost_usd",
             "Spend in USD from upstream usage and prices (estimated=true: usage estimated)",
@@ -405,6 +408,7 @@ impl Metrics {
             budget_spent,
             budget_remaining,
             gen_ai,
+            routing,
         }
     }
 
@@ -539,6 +543,10 @@ impl Metrics {
         self.retries
             .get_or_create(&target_labels(route, target))
             .inc();
+    }
+
+    pub fn hedge(&self, route: &Arc<str>, outcome: &'static str) {
+        self.routing.hedge(route, outcome);
     }
 
     pub fn fallback(&self, route: &Arc<str>) {

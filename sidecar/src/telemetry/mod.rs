@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod genai;
 pub mod metrics;
+pub mod routing_metrics;
 pub mod spans;
 
 pub use audit::{AuditLog, AuditOptions};

@@ -82,6 +82,20 @@ impl CallSpan {
         }
     }
 
+    /// The answer came from the response cache.
+    pub fn cache_hit(&self) {
+        if !self.0.is_disabled() {
+            self.0.set_attribute("modelroute.cache_hit", true);
+        }
+    }
+
+    /// The match rule that chose the targets.
+    pub fn rule(&self, rule: &std::sync::Arc<str>) {
+        if !self.0.is_disabled() {
+            self.0.set_attribute("modelroute.rule", rule.clone());
+        }
+    }
+
     /// The first event reached the client: the time to first token.
     pub fn first_token(&self) {
         if !self.0.is_disabled() {
