@@ -51,6 +51,11 @@ impl Hedge {
             .is_ok()
     }
 
+    /// Gives back a try taken by [`spend`](Self::spend) that was not used.
+    pub fn refund(&self) {
+        self.credit.fetch_add(MILLI, Ordering::Relaxed);
+    }
+
     /// How long to wait for `first` before hedging: its recent percentile of time to first
     /// token when it has enough data, else the fixed delay; `None`: do not hedge (a
     /// percentile-only policy without data yet).

@@ -140,8 +140,15 @@ where
             Some((hedge, delay)) => {
                 let second = || {
                     let next = queue.as_slice().iter().position(|t| eligible(t))?;
+                    let t = &queue.as_slice()[next];
+                    // A hedge is not worth a wait for the provider account's limit.
+                    if let Some(limiter) = &t.provider.limiter
+                        && !limiter.try_acquire(tokens())
+                    {
+                        return None;
+                    }
+                    let t = t.clone();
                     // Skip what comes before the second: ineligible either way.
-                    let t = queue.as_slice()[next].clone();
                     (0..=next).for_each(|_| drop(queue.next()));
                     Some(t)
                 };
@@ -152,12 +159,12 @@ where
             }
         };
         match stopped {
-            Ok((value, hedge_loser)) => {
+            Ok(value) => {
                 return Ok(Success {
                     value,
                     target,
                     attempts: tries.attempts.load(Ordering::Relaxed),
-                    hedge_loser,
+                    hedge_loser: None,
                 });
             }
             Err(Stop::Final(err)) => {
@@ -195,7 +202,7 @@ where
 enum Raced<T> {
     Won(Success<T>),
     /// No answer: the target whose failure counts, and why.
-    Stopped(Arc<Target>, Result<(T, Option<Arc<Target>>), Stop>),
+    Stopped(Arc<Target>, Result<T, Stop>),
 }
 
 // === impl Tries ===
@@ -211,7 +218,7 @@ where
         &self,
         target: &Arc<Target>,
         fallback: Option<&'static str>,
-    ) -> Result<(T, Option<Arc<Target>>), Stop> {
+    ) -> Result<T, Stop> {
         let (route, metrics) = (self.route, self.metrics);
         let mut backoff = Backoff::new(&route.retry);
         let mut retries = 0;
@@ -244,7 +251,7 @@ where
                         .latency
                         .first_token(started.elapsed(), Instant::now());
                     metrics.attempt(&route.alias, &target.label, "ok");
-                    return Ok((value, None));
+                    return Ok(value);
                 }
                 Err(err) => err,
             };
@@ -299,30 +306,23 @@ where
         if let Some(r) = early {
             return Raced::Stopped(first.clone(), r);
         }
+        if !hedge.spend() {
+            // The budget says no: no hedge, and the next target stays next in line.
+            self.metrics.hedge(&self.route.alias, "denied");
+            return Raced::Stopped(first.clone(), one.await);
+        }
         let Some(other) = second() else {
+            hedge.refund();
             return Raced::Stopped(first.clone(), one.await);
         };
-        if !hedge.spend() {
-            self.metrics.hedge(&self.route.alias, "denied");
-            let r = one.await;
-            // The budget said no: the second target stays next in line.
-            return match r {
-                Ok(v) => Raced::Stopped(first.clone(), Ok(v)),
-                Err(stop) => match self.target(&other, Some("hedge_denied")).await {
-                    Ok(v) => Raced::Stopped(other, Ok(v)),
-                    Err(Stop::Open) => Raced::Stopped(first.clone(), Err(stop)),
-                    Err(s) => Raced::Stopped(other, Err(s)),
-                },
-            };
-        }
         self.metrics.hedge(&self.route.alias, "started");
         let two = self.target(&other, Some("hedge"));
         tokio::pin!(two);
-        let (winner, loser, result, rest) = tokio::select! {
+        let (finished, running, result, rest) = tokio::select! {
             r = &mut one => (first.clone(), other.clone(), r, Either::Two(two)),
             r = &mut two => (other.clone(), first.clone(), r, Either::One(one)),
         };
-        let won = |value, target: Arc<Target>, loser| {
+        let won = |value, target: Arc<Target>, cancelled| {
             self.metrics.hedge(
                 &self.route.alias,
                 if Arc::ptr_eq(&target, first) {
@@ -335,21 +335,23 @@ where
                 value,
                 target,
                 attempts: self.attempts.load(Ordering::Relaxed),
-                hedge_loser: loser,
+                hedge_loser: cancelled,
             })
         };
         match result {
             // The other try is still running: dropping it cancels it.
-            Ok((value, _)) => won(value, winner, Some(loser)),
+            Ok(value) => won(value, finished, Some(running)),
+            // The request's own fault: the other try would be refused too.
+            Err(Stop::Final(err)) => Raced::Stopped(finished, Err(Stop::Final(err))),
             Err(stop) => {
                 let r = match rest {
                     Either::One(f) => f.await,
                     Either::Two(f) => f.await,
                 };
                 match r {
-                    Ok((value, _)) => won(value, loser, None),
-                    Err(Stop::Open) => Raced::Stopped(winner, Err(stop)),
-                    Err(s) => Raced::Stopped(loser, Err(s)),
+                    Ok(value) => won(value, running, None),
+                    Err(Stop::Open) => Raced::Stopped(finished, Err(stop)),
+                    Err(s) => Raced::Stopped(running, Err(s)),
                 }
             }
         }

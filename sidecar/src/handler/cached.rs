@@ -54,7 +54,10 @@ pub fn lookup(
         app.metrics.routing.cache(&route.alias, "bypass");
         return Lookup::Off;
     }
-    if !policy.always && !deterministic(request.body()) {
+    // Embeddings are a function of their input; chat answers only with temperature 0 or a
+    // seed.
+    let reproducible = exchange == Exchange::Embeddings || deterministic(request.body());
+    if !policy.always && !reproducible {
         app.metrics.routing.cache(&route.alias, "uncacheable");
         return Lookup::Off;
     }

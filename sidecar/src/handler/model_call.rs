@@ -146,6 +146,8 @@ pub async fn handle(
         .await;
     match answered {
         Ok(answer) => {
+            let total = started.elapsed();
+            answer.target.latency.total(total, Instant::now());
             let mut admission = admission;
             if let Some(loser) = &answer.hedge_loser {
                 charge_hedge_loser(app, &route, admission.as_mut(), loser, &request);

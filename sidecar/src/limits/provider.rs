@@ -67,6 +67,11 @@ impl ProviderLimiter {
         }
     }
 
+    /// Takes room for one request now, without waiting (a hedged try is not worth a wait).
+    pub fn try_acquire(&self, tokens: u64) -> bool {
+        self.try_take(tokens, Instant::now()).is_ok()
+    }
+
     /// Takes both or neither; else how long until both could be taken (`None`: never,
     /// the request is larger than a minute's tokens).
     fn try_take(&self, tokens: u64, now: Instant) -> Result<(), Option<Duration>> {

@@ -263,8 +263,10 @@ async fn run(
     )
     .await;
     app.metrics.streams_active().dec();
-    if let End::Broken(_) = end {
-        target.breaker.record_failure(&route.breaker);
+    match end {
+        End::Broken(_) => target.breaker.record_failure(&route.breaker),
+        End::Complete => target.latency.total(started.elapsed(), Instant::now()),
+        End::BudgetStop | End::ClientGone => {}
     }
     if let Some(usage) = tally.usage {
         app.metrics.tokens(&route.alias, &target.label, usage);
