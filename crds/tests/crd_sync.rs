@@ -216,6 +216,35 @@ fn cel_rules_sit_only_under_array_items() {
     assert!(bad.is_empty(), "CEL rules outside array items: {bad:?}");
 }
 
+/// A Kubernetes 1.20 API server refuses the whole CRD (with the misleading "per-version
+/// schemas may not all be set to identical values") when an `enum` lists `null`, which
+/// schemars writes for an optional enum: such fields must not be `Option`.
+#[test]
+fn no_enum_lists_null() {
+    fn walk(v: &serde_json::Value, path: &mut Vec<String>, bad: &mut Vec<String>) {
+        if let Some(map) = v.as_object() {
+            if let Some(values) = map.get("enum").and_then(|e| e.as_array())
+                && values.iter().any(serde_json::Value::is_null)
+            {
+                bad.push(path.join("."));
+            }
+            for (k, child) in map {
+                path.push(k.clone());
+                walk(child, path, bad);
+                path.pop();
+            }
+        } else if let Some(list) = v.as_array() {
+            for child in list {
+                walk(child, path, bad);
+            }
+        }
+    }
+    let crd = serde_json::to_value(ModelRoute::crd()).unwrap();
+    let mut bad = Vec::new();
+    walk(&crd, &mut Vec::new(), &mut bad);
+    assert!(bad.is_empty(), "enums listing null: {bad:?}");
+}
+
 /// `status.budgets` as the ledger writes it matches the schema: amounts as exact decimal
 /// strings, no empty scope value (Kubernetes 1.20's server-side apply would store it as
 /// null), and the schema refuses floats and over-precise amounts.

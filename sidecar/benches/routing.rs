@@ -116,6 +116,16 @@ fn main() {
             black_box(route.plan(black_box(&ask)));
         })
     };
+    let sample = ModelRequest::parse(body("weighted").into_bytes()).unwrap();
+    let estimate = time(&|| {
+        black_box(modelroute_sidecar::cost::estimate_request_tokens(
+            black_box(sample.body()),
+        ));
+    });
+    println!(
+        "prompt estimate of the {} B request (rules on promptTokens, cost, affinity): {estimate:.0} ns",
+        sample.body().len()
+    );
     println!("ordering the targets of one request (3 targets), ns:");
     for alias in ["weighted", "latency", "cost", "rules", "affinity"] {
         println!("  {alias:<9} {:>6.0}", plan_of(alias));

@@ -151,8 +151,9 @@ pub struct ResponseCache {
     pub ttl: Option<Duration>,
     /// `deterministic` (default): only requests with `temperature: 0` or a `seed`.
     /// `always`: every request (the same question gets the same answer until the TTL).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<CacheMode>,
+    // Not an Option: a 1.20 API server refuses a nullable enum's `null` member.
+    #[serde(default)]
+    pub mode: CacheMode,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -68,7 +68,7 @@ pub fn compile(
     });
     let cache = spec.cache.as_ref().map(|c| CachePolicy {
         ttl: c.ttl.map_or(DEFAULT_CACHE_TTL, Into::into),
-        always: c.mode == Some(CacheMode::Always),
+        always: c.mode == CacheMode::Always,
     });
     let affinity = spec
         .prompt_affinity

@@ -105,12 +105,13 @@ impl<'a> Ask<'a> {
         let mut hasher =
             foldhash::fast::FixedState::with_seed(0x6d72_7072_6566_6978).build_hasher();
         let mut bytes = 0usize;
-        let mut text = String::new();
+        // Estimated piece by piece: the pieces are not copied into one string.
+        let mut tokens = 0;
         let mut take = |raw: &str| {
             hasher.write(raw.as_bytes());
             hasher.write_u8(0xff);
             bytes += raw.len();
-            text.push_str(raw);
+            tokens += crate::cost::estimate_tokens(raw);
         };
         for name in ["system", "systemInstruction", "tools"] {
             if let Some(raw) = self.request.raw_field(name) {
@@ -131,7 +132,7 @@ impl<'a> Ask<'a> {
         }
         (bytes > 0).then(|| Prefix {
             hash: hasher.finish(),
-            tokens: crate::cost::estimate_tokens(&text),
+            tokens,
         })
     }
 }
