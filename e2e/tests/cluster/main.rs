@@ -44,6 +44,7 @@ mod chart;
 
 const CRD_YAML: &str = include_str!("../../../crds/modelroute.dev_modelroutes.yaml");
 const QUICKSTART_YAML: &str = include_str!("../../../examples/quickstart.yaml");
+const SMART_ROUTING_YAML: &str = include_str!("../../../examples/smart-routing.yaml");
 const CRD_NAME: &str = "modelroutes.modelroute.dev";
 const FIELD_MANAGER: &str = "modelroute-e2e";
 
@@ -285,6 +286,27 @@ async fn crd_is_accepted_and_quickstart_round_trips() -> Result<()> {
             serde_json::to_value(&expected.spec)?
         );
         ensure!(stored.spec.routes.first().map(|r| r.model.as_str()) == Some("gpt-4o-mini"));
+
+        // Every routing field (strategies, rules with header maps, hedge, cache, affinity,
+        // context windows) is stored as the types mean it.
+        let mut smart: DynamicObject = serde_saphyr::from_str(SMART_ROUTING_YAML)
+            .context("parsing examples/smart-routing.yaml")?;
+        smart.metadata.namespace = Some(ns.clone());
+        create_route(&routes, &smart)
+            .await
+            .context("creating the smart-routing ModelRoute")?;
+        let stored = typed.get("smart-routing").await?;
+        let expected = modelroute_crds::from_yaml_documents(SMART_ROUTING_YAML)
+            .map_err(|e| anyhow!(e))?
+            .into_iter()
+            .next()
+            .context("smart-routing has no document")?;
+        ensure!(
+            serde_json::to_value(&stored.spec)? == serde_json::to_value(&expected.spec)?,
+            "stored smart-routing spec differs:\nstored:   {}\nexpected: {}",
+            serde_json::to_value(&stored.spec)?,
+            serde_json::to_value(&expected.spec)?
+        );
         Ok(())
     })
     .await
