@@ -66,6 +66,17 @@ fn estimate_bytes(bytes: &[u8]) -> u64 {
             _ => 0,
         };
         i += usize::from(width);
+        if matches!(next, Run::Wide | Run::None) {
+            continue;
+        }
+        // The rest of an ASCII run in one tight loop: each byte of the same kind only
+        // lengthens it (this is most of any text, and the branch above is not cheap).
+        let rest = bytes[i..]
+            .iter()
+            .take_while(|b| CLASS[usize::from(**b)].0 == next)
+            .count();
+        len += rest as u64;
+        i += rest;
     }
     quarters += close(run, len);
     quarters.div_ceil(4)
