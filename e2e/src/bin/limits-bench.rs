@@ -13,13 +13,14 @@
 //! per try (every trace sampled) over OTLP/HTTP to a sink in this process: what tracing
 //! costs on the request path.
 //!
-//! With `--routing` the second sidecar has no limits but routes by latency between two
-//! providers, with three match rules that do not match, prompt-cache affinity and a
-//! response cache (the bench's requests are not deterministic, so each one is checked and
-//! goes upstream): what smart routing costs on the request path.
+//! With `--routing latency-cache` the second sidecar has no limits but routes by latency
+//! between two providers and has a response cache (the bench's requests are not
+//! deterministic, so each one is checked and goes upstream); `--routing all` adds three
+//! match rules that do not match and prompt-cache affinity: what smart routing costs on the
+//! request path.
 //!
 //! ```text
-//! cargo run --release -p modelroute-e2e --bin limits-bench -- [--rounds 5] [--seconds 5] [--limits all|budgets|rates] [--traces [--collector-delay-ms N]] [--routing]
+//! cargo run --release -p modelroute-e2e --bin limits-bench -- [--rounds 5] [--seconds 5] [--limits all|budgets|rates] [--traces [--collector-delay-ms N]] [--routing latency-cache|all]
 //! ```
 
 #![expect(
@@ -59,15 +60,26 @@ struct Cli {
     /// (a slow or overloaded collector).
     #[arg(long, default_value_t = 0)]
     collector_delay_ms: u64,
-    /// Compare against a sidecar with smart routing (latency strategy, rules, affinity,
-    /// cache) instead of one that enforces limits.
-    #[arg(long, conflicts_with = "traces")]
-    routing: bool,
+    /// Compare against a sidecar with smart routing instead of one that enforces limits.
+    #[arg(long, value_enum, conflicts_with = "traces")]
+    routing: Option<Routing>,
 }
 
-/// The bench route with smart routing: latency between two providers of the same upstream,
-/// three rules that do not match the bench's requests, affinity and a cache.
-fn routed_config(upstream: std::net::SocketAddr) -> String {
+/// The bench route with smart routing: the latency strategy between two providers of the
+/// same upstream, and a response cache (the bench's requests are not deterministic, so
+/// each is checked and goes upstream). With `all`, also three match rules that do not
+/// match and prompt-cache affinity.
+fn routed_config(upstream: std::net::SocketAddr, all: bool) -> String {
+    let extra = if all {
+        r#"      rules:
+        - {name: acme, match: {headers: {x-tenant: {exact: acme}}}, targets: [{provider: fake-b, model: fake-model}]}
+        - {name: secure, match: {headers: {x-security-level: {oneOf: [high, secret]}}}, targets: [{provider: fake-b, model: fake-model}]}
+        - {name: long, match: {promptTokens: {atLeast: 100000}}, targets: [{provider: fake-b, model: fake-model}]}
+      promptAffinity: {minTokens: 1024}
+"#
+    } else {
+        ""
+    };
     format!(
         r#"apiVersion: modelroute.dev/v1alpha1
 kind: ModelRoute
@@ -81,18 +93,20 @@ spec:
     - model: gpt-4o-mini
       strategy: {{type: latency}}
       targets: [{{provider: fake, model: fake-model}}, {{provider: fake-b, model: fake-model}}]
-      rules:
-        - {{name: acme, match: {{headers: {{x-tenant: {{exact: acme}}}}}}, targets: [{{provider: fake-b, model: fake-model}}]}}
-        - {{name: secure, match: {{headers: {{x-security-level: {{oneOf: [high, secret]}}}}}}, targets: [{{provider: fake-b, model: fake-model}}]}}
-        - {{name: long, match: {{promptTokens: {{atLeast: 100000}}}}, targets: [{{provider: fake-b, model: fake-model}}]}}
-      promptAffinity: {{minTokens: 1024}}
       cache: {{ttl: 5m}}
-"#
+{extra}"#
     )
 }
 
-/// The limits of the `limited` sidecar: all of them, or one kind alone (to see what each
-/// costs).
+/// What the `routed` sidecar does beyond the plain route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Routing {
+    /// The latency strategy and the response cache.
+    LatencyCache,
+    /// Those, plus three match rules and prompt-cache affinity.
+    All,
+}
+
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum Enforced {
     /// Two budgets (route-wide monthly, per-`x-tenant` daily) and a rate limit.
@@ -186,8 +200,9 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         ];
         let traced = sidecar::start_with_env(&bin, &plain_config, Some(1), &env)?;
         ("traced", traced)
-    } else if cli.routing {
-        let routed = sidecar::start_with_config(&bin, &routed_config(upstream), Some(1))?;
+    } else if let Some(routing) = cli.routing {
+        let config = routed_config(upstream, routing == Routing::All);
+        let routed = sidecar::start_with_config(&bin, &config, Some(1))?;
         ("routed", routed)
     } else {
         let limited_config = format!("{plain_config}{}", cli.limits.yaml());
