@@ -225,7 +225,7 @@ async fn hedging_answers_from_the_second_target_when_the_first_is_slow() {
 #[tokio::test]
 async fn hedging_keeps_to_its_budget() {
     let [tail, quick] = upstreams::<2>().await;
-    tail.always(slow(150, "slow"));
+    tail.always(slow(300, "slow"));
     let providers = [provider("tail", &tail), provider("quick", &quick)].join("\n");
     let routes = "    - model: m\n      strategy: {type: priority}\n      hedge: {delay: 20ms, maxPercent: 10}\n      targets: [{provider: tail, model: t}, {provider: quick, model: q}]";
     let sc = Sidecar::start(&route_yaml(&providers, routes)).await;
@@ -375,4 +375,67 @@ async fn a_broken_stream_is_not_cached() {
     let again = post_stream(&sc.chat_url(), &body).await;
     assert_eq!(again.headers["x-modelroute-cache"], "miss");
     assert_eq!(up.hits(), 2);
+}
+
+#[tokio::test]
+async fn hedging_cuts_a_slow_tail() {
+    let [primary, second] = upstreams::<2>().await;
+    // Every fourth answer of the primary is slow: its tail.
+    for _ in 0..3 {
+        primary.script([ok("p"), ok("p"), ok("p"), slow(2_000, "p")]);
+    }
+    let providers = [provider("primary", &primary), provider("second", &second)].join("\n");
+    let routes = "    - model: m\n      strategy: {type: priority}\n      hedge: {delay: 100ms, maxPercent: 50}\n      targets: [{provider: primary, model: p}, {provider: second, model: s}]";
+    let sc = Sidecar::start(&route_yaml(&providers, routes)).await;
+    let served = served_by(&sc, &chat("m", "hi"), &[], 12).await;
+    let tail: Vec<&str> = served
+        .iter()
+        .skip(3)
+        .step_by(4)
+        .map(String::as_str)
+        .collect();
+    assert_eq!(tail, ["second/s"; 3], "{served:?}");
+    assert_eq!(count(&served, "primary/p"), 9, "{served:?}");
+    assert!(
+        primary.wait_cancelled(3).await,
+        "each slow try is cancelled"
+    );
+}
+
+#[tokio::test]
+async fn cache_hits_cost_nothing_in_budgets() {
+    let [up] = upstreams::<1>().await;
+    let providers = provider("up", &up);
+    let routes =
+        "    - model: m\n      cache: {ttl: 1m}\n      targets: [{provider: up, model: x}]";
+    let limits = "  pricing:\n    - {provider: up, model: \"*\", input: 1000, output: 2000}\n  budgets:\n    - {name: daily, amountUsd: 100, window: daily}\n  rateLimits:\n    - {name: rpm, requestsPerMinute: 2}\n";
+    let sc = Sidecar::start(&format!("{}{limits}", route_yaml(&providers, routes))).await;
+    let body = deterministic(chat("m", "what is 2+2?"));
+    let (status, h, _) = post_json(&sc.chat_url(), &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(h["x-modelroute-cache"], "miss");
+    let spent = sc
+        .metric("modelroute_cost_usd_total", &[("route", "m")])
+        .await;
+    assert!(spent > 0.0);
+    // More hits than the rate limit allows requests, and not a cent more spent.
+    for _ in 0..5 {
+        let (status, h, _) = post_json(&sc.chat_url(), &body).await;
+        assert_eq!(status, 200);
+        assert_eq!(h["x-modelroute-cache"], "hit");
+    }
+    assert_eq!(
+        sc.metric("modelroute_cost_usd_total", &[("route", "m")])
+            .await,
+        spent
+    );
+    assert_eq!(
+        sc.metric(
+            "modelroute_budget_spent_usd",
+            &[("budget", "default/test/daily")]
+        )
+        .await,
+        spent
+    );
+    assert_eq!(up.hits(), 1);
 }
