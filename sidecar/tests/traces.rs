@@ -300,6 +300,7 @@ async fn a_failed_over_stream_is_one_trace_from_the_app_through_each_upstream() 
         ("modelroute.modelroute", "team-a/shop"),
         ("modelroute.target", "up/fast"),
         ("modelroute.attempts", "2"),
+        ("modelroute.ordered_by", "weighted"),
         // 11 × $0.001 + 2 × $0.002
         ("modelroute.cost_usd", "0.015"),
         ("gen_ai.response.finish_reasons", "[stop]"),

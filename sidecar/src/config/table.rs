@@ -85,8 +85,8 @@ pub struct Rule {
 pub struct Plan {
     pub targets: Vec<Arc<Target>>,
     pub rule: Option<Arc<str>>,
-    /// The targets were ordered by prompt-cache affinity.
-    pub affinity: bool,
+    /// What ordered the targets: a strategy's name, or `affinity`.
+    pub ordered_by: &'static str,
 }
 
 /// When a hedged try starts and how many there may be.
@@ -230,7 +230,11 @@ impl Route {
         Plan {
             targets: plan,
             rule,
-            affinity: prefix.is_some(),
+            ordered_by: if prefix.is_some() {
+                "affinity"
+            } else {
+                strategy.name()
+            },
         }
     }
 

@@ -113,8 +113,8 @@ pub async fn handle(
     let plan = route.plan(&Ask::new(&headers, &request));
     if let Some(rule) = &plan.rule {
         app.metrics.routing.rule(&route.alias, rule);
-        span.rule(rule);
     }
+    span.routed(&plan);
     let mut decided = HeaderMap::new();
     cached::mark(&mut decided, &lookup);
     if let Some(rule) = plan

@@ -89,11 +89,16 @@ impl CallSpan {
         }
     }
 
-    /// The match rule that chose the targets.
-    pub fn rule(&self, rule: &std::sync::Arc<str>) {
-        if !self.0.is_disabled() {
-            self.0.set_attribute("modelroute.rule", rule.clone());
+    /// How the targets were chosen: the match rule (if one did) and what ordered them.
+    pub fn routed(&self, plan: &crate::config::table::Plan) {
+        let span = &self.0;
+        if span.is_disabled() {
+            return;
         }
+        if let Some(rule) = &plan.rule {
+            span.set_attribute("modelroute.rule", rule.clone());
+        }
+        span.set_attribute("modelroute.ordered_by", plan.ordered_by);
     }
 
     /// The first event reached the client: the time to first token.
