@@ -484,12 +484,24 @@ async fn a_push_carries_its_trace_to_the_sidecar() {
     let (_traced, kept) = modelroute_otel::testing::traced();
 
     let op = TestOperator::start(Authenticator::static_token(STATIC_TOKEN)).await;
-    let version = op.update(ROUTES, &secrets(&[]), BTreeMap::new());
+    let mut version = op.update(ROUTES, &secrets(&[]), BTreeMap::new());
     // Other tests pushing at the same time (untraced) may have registered the span's
     // callsite as off a moment ago; look again with this test's subscriber in place.
     tracing::callsite::rebuild_interest_cache();
     let mut session = op.connect(hello(STATIC_TOKEN, "shop", "x")).await.unwrap();
-    let snapshot = session.snapshot().await;
+    let mut snapshot = session.snapshot().await;
+    // `tracing` caches a callsite's interest for the whole process, and a test on another
+    // thread can still cache it as off between the rebuild and the push (CI saw it once in
+    // many runs): then push a changed config and look at the next snapshot.
+    for n in 0..5 {
+        if !snapshot.traceparent.is_empty() {
+            break;
+        }
+        tracing::callsite::rebuild_interest_cache();
+        let changed = ROUTES.replace("model: chat,", &format!("model: chat-{n},"));
+        version = op.update(&changed, &secrets(&[]), BTreeMap::new());
+        snapshot = session.snapshot().await;
+    }
     let parts: Vec<&str> = snapshot.traceparent.split('-').collect();
     assert_eq!(parts.len(), 4, "no traceparent: {:?}", snapshot.traceparent);
 

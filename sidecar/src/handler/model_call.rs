@@ -199,7 +199,7 @@ pub async fn handle(
                     cache_hit: false,
                 },
             );
-            let mut resp = respond(answer);
+            let mut resp = respond(answer, admitted.as_ref());
             resp.headers_mut().extend(decided);
             if let Some(a) = admitted {
                 a.write(resp.headers_mut());
@@ -459,7 +459,12 @@ async fn try_unary(
     Ok((parts, answer))
 }
 
-fn respond(answer: Success<Answer>) -> Response<ProxyBody> {
+/// The client's response from an upstream answer. Upstream `x-ratelimit-*` headers that
+/// the route's own rate limit (`admitted`) replaces are not copied.
+fn respond(
+    answer: Success<Answer>,
+    admitted: Option<&limits::headers::Admitted>,
+) -> Response<ProxyBody> {
     let Success {
         value: (parts, bytes),
         target,
@@ -475,7 +480,7 @@ fn respond(answer: Success<Answer>) -> Response<ProxyBody> {
         }
     }
     for (name, value) in &parts.headers {
-        if name.as_str().starts_with("x-ratelimit-") {
+        if name.as_str().starts_with("x-ratelimit-") && !admitted.is_some_and(|a| a.writes(name)) {
             headers.insert(name, value.clone());
         }
     }

@@ -1,7 +1,6 @@
 //! The response headers of limits: `x-ratelimit-*` the way OpenAI sends them, and what
 //! modelroute adds (`x-modelroute-max-tokens-clamped`, `x-modelroute-cost-usd`).
 
-use std::io::{Cursor, Write as _};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -27,6 +26,17 @@ impl Admitted {
             rate: admission.rate_headers,
             clamped: admission.clamped,
         }
+    }
+
+    /// Whether [`write`](Self::write) sets the header `name` (an upstream `x-ratelimit-*`
+    /// header that need not be copied first).
+    pub fn writes(&self, name: &HeaderName) -> bool {
+        let Some(rate) = &self.rate else {
+            return false;
+        };
+        let name = name.as_str();
+        (rate.requests.is_some() && REQUESTS.iter().any(|n| n.as_str() == name))
+            || (rate.tokens.is_some() && TOKENS.iter().any(|n| n.as_str() == name))
     }
 
     /// Writes the headers (over the upstream's own `x-ratelimit-*`, if any).
@@ -138,21 +148,26 @@ pub fn openai_duration(d: Duration) -> String {
 /// [`openai_duration`] into `buf`, without allocating (it runs on every rate-limited
 /// response).
 fn write_openai_duration(d: Duration, buf: &mut [u8; DURATION_LEN]) -> &[u8] {
-    let mut out = Cursor::new(&mut buf[..]);
-    // Writing into a buffer of the right size cannot fail.
-    let _ = if d < Duration::from_secs(1) {
-        let ms = d.as_millis() + u128::from(!d.as_nanos().is_multiple_of(1_000_000));
-        write!(out, "{ms}ms")
+    let mut out = Out { buf, len: 0 };
+    if d < Duration::from_secs(1) {
+        let ms = d.subsec_millis() + u32::from(!d.subsec_nanos().is_multiple_of(1_000_000));
+        out.num(u64::from(ms));
+        out.text(b"ms");
     } else {
         let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
         let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-        match (h, m) {
-            (0, 0) => write!(out, "{s}s"),
-            (0, _) => write!(out, "{m}m{s}s"),
-            _ => write!(out, "{h}h{m}m{s}s"),
+        if h > 0 {
+            out.num(h);
+            out.text(b"h");
         }
-    };
-    written(out)
+        if h > 0 || m > 0 {
+            out.num(m);
+            out.text(b"m");
+        }
+        out.num(s);
+        out.text(b"s");
+    }
+    out.done()
 }
 
 /// nano-USD as a decimal USD string with nine places trimmed: `0.000123`.
@@ -163,22 +178,45 @@ pub fn usd(nano: u64) -> String {
 
 /// [`usd`] into `buf`, without allocating.
 fn write_usd(nano: u64, buf: &mut [u8; USD_LEN]) -> &[u8] {
-    let mut out = Cursor::new(&mut buf[..]);
-    let _ = write!(out, "{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000);
-    let text = written(out);
-    let mut end = text.len();
-    while text[end - 1] == b'0' {
-        end -= 1;
+    let mut out = Out { buf, len: 0 };
+    out.num(nano / 1_000_000_000);
+    let mut fraction = nano % 1_000_000_000;
+    if fraction > 0 {
+        let mut digits = [b'0'; 9];
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (fraction % 10) as u8;
+            fraction /= 10;
+        }
+        let kept = 9 - digits.iter().rev().take_while(|d| **d == b'0').count();
+        out.text(b".");
+        out.text(&digits[..kept]);
     }
-    if text[end - 1] == b'.' {
-        end -= 1;
-    }
-    &text[..end]
+    out.done()
 }
 
-fn written(out: Cursor<&mut [u8]>) -> &[u8] {
-    let len = usize::try_from(out.position()).unwrap_or(0);
-    &out.into_inner()[..len]
+/// A fixed buffer written left to right: the values here are formatted on every response
+/// of a limited route, and `core::fmt` costs several times as much as this.
+struct Out<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl<'a> Out<'a> {
+    fn num(&mut self, n: u64) {
+        self.text(itoa::Buffer::new().format(n).as_bytes());
+    }
+
+    /// Callers size `buf` for their longest value; anything past it is dropped.
+    fn text(&mut self, bytes: &[u8]) {
+        let end = (self.len + bytes.len()).min(self.buf.len());
+        let n = end - self.len;
+        self.buf[self.len..end].copy_from_slice(&bytes[..n]);
+        self.len = end;
+    }
+
+    fn done(self) -> &'a [u8] {
+        &self.buf[..self.len]
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +234,54 @@ mod tests {
         assert_eq!(openai_duration(ms(1500)), "2s");
         assert_eq!(openai_duration(ms(360_000)), "6m0s");
         assert_eq!(openai_duration(ms(3_723_000)), "1h2m3s");
+    }
+
+    #[test]
+    fn values_match_decimal_formatting() {
+        for nano in [
+            0,
+            1,
+            9,
+            10,
+            999_999_999,
+            1_000_000_000,
+            1_000_000_001,
+            123_456_789_000,
+            u64::MAX,
+        ] {
+            let mut expected = format!("{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000);
+            while expected.ends_with('0') {
+                expected.pop();
+            }
+            if expected.ends_with('.') {
+                expected.pop();
+            }
+            assert_eq!(usd(nano), expected);
+        }
+        assert_eq!(openai_duration(Duration::from_millis(59_500)), "1m0s");
+        assert_eq!(openai_duration(Duration::from_secs(7_200)), "2h0m0s");
+        assert_eq!(openai_duration(Duration::from_nanos(1)), "1ms");
+        assert_eq!(openai_duration(Duration::from_millis(999)), "999ms");
+    }
+
+    #[test]
+    fn only_the_kinds_a_route_limits_replace_the_upstreams_headers() {
+        let left = Remaining {
+            limit: 10,
+            remaining: 9,
+            reset: Duration::from_secs(6),
+        };
+        let requests_only = Admitted {
+            rate: Some(RateHeaders {
+                requests: Some(left),
+                tokens: None,
+            }),
+            clamped: None,
+        };
+        let name = HeaderName::from_static;
+        assert!(requests_only.writes(&name("x-ratelimit-remaining-requests")));
+        assert!(!requests_only.writes(&name("x-ratelimit-remaining-tokens")));
+        assert!(!Admitted::default().writes(&name("x-ratelimit-limit-requests")));
     }
 
     #[test]
